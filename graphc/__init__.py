@@ -1,0 +1,14 @@
+"""graphc: declare a network as a graph, differentiate it symbolically, compile the train step."""
+from graphc.ops import *  # noqa: F401,F403
+from graphc.ops import input, param, state, constant  # noqa: F401  (shadow builtins on purpose)
+from graphc.composites import (log_softmax, logsumexp, mse, sigmoid_binary_cross_entropy,  # noqa: F401
+                               softmax, softmax_cross_entropy)
+from graphc.autodiff import grad  # noqa: F401
+from graphc.interpreter import evaluate  # noqa: F401
+from graphc.ir.node import Node  # noqa: F401
+from graphc.ir.printing import format_graph  # noqa: F401
+from graphc.ir.dot import to_dot  # noqa: F401
+from graphc.errors import GraphcError, ShapeError, DTypeError, FeedError, DataError, CheckpointError  # noqa: F401
+from graphc.compiler import compile  # noqa: F401,E402
+from graphc.runtime.store import Store  # noqa: F401,E402
+from graphc import nn, optim, init  # noqa: F401,E402

@@ -1,0 +1,59 @@
+"""``gc.compile``: from user graph to a callable step.
+
+The pipeline is: build the program (for training: gradients, the optimizer's
+update, state updates), optimize it, plan its memory, generate source, bind it
+to a store.  Each stage is its own module; this one only wires them.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional, Sequence, Union
+
+from graphc.backends import numpy_backend
+from graphc.errors import GraphcError
+from graphc.ir.node import Node
+from graphc.optim.base import Optimizer
+from graphc.program import Program, check_unique_names, training_program
+from graphc.runtime.step import CompiledStep, Structure
+from graphc.runtime.store import Store
+
+Outputs = Union[Node, Sequence[Node], Mapping[str, Node]]
+
+
+def _named(outputs: Outputs) -> tuple[dict[str, Node], Structure]:
+    if isinstance(outputs, Node):
+        return {"out": outputs}, None
+    if isinstance(outputs, Mapping):
+        return dict(outputs), "dict"
+    return {f"out{i}": n for i, n in enumerate(outputs)}, "list"
+
+
+def compile(outputs: Outputs, optimizer: Optional[Optimizer] = None, *, state: Optional[Store] = None,  # noqa: A001
+            backend: str = "numpy", seed: int = 0, name: Optional[str] = None) -> CompiledStep:
+    """Compile ``outputs`` into a function of the graph's inputs.
+
+    With an ``optimizer``, ``outputs`` is the loss (a scalar node, or a dict with a
+    ``"loss"`` entry and other outputs to report) and the result is a train step:
+    each call computes the loss, the gradients and the update, and writes the new
+    parameters, optimizer state and batch-norm statistics into ``state``.
+    Without one, it is a pure function of its inputs and the current variables.
+    Functions compiled with the same ``state`` share parameters.
+    """
+    if backend != "numpy":
+        raise GraphcError(f"unknown backend {backend!r}; available: numpy")
+    named, structure = _named(outputs)
+    if optimizer is not None:
+        if "loss" not in named and len(named) == 1:
+            named = {"loss": next(iter(named.values()))}
+        loss = named.pop("loss", None)
+        if loss is None:
+            raise GraphcError("a train step needs a 'loss' output")
+        program = training_program(loss, optimizer, named, name=name or "train_step")
+        if structure == "list":
+            raise GraphcError("pass a train step's extra outputs as a dict, with the loss under 'loss'")
+    else:
+        program = Program(name or "step", named)
+        for op in ("param", "state", "input"):
+            check_unique_names(program.leaves(op))
+    store = state if state is not None else Store(seed)
+    generated = numpy_backend.generate(program)
+    return CompiledStep(program, generated, store, structure, source_program=program)

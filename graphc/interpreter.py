@@ -1,0 +1,73 @@
+"""The reference interpreter: evaluates a graph node by node with the primitives' NumPy meanings.
+
+It is deliberately naive — no buffers, no fusion, no rewriting — because it is
+the oracle every optimized path is tested against.  It also owns the checks on
+fed values (shape, dtype, consistent symbolic sizes), shared with the compiled
+steps so both reject bad input with the same message.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
+
+from graphc.errors import FeedError
+from graphc.ir import dtypes
+from graphc.ir.graph import toposort
+from graphc.ir.node import Node
+from graphc.ir.primitives import RANDOM
+from graphc.ir.shapes import fmt, resolve
+
+
+def bind_symbols(leaves: Sequence[Node], values: Sequence[Any]) -> dict[str, int]:
+    """Check each fed value against its leaf and learn the sizes of symbolic dimensions."""
+    symbols: dict[str, int] = {}
+    for leaf, value in zip(leaves, values):
+        shape = getattr(value, "shape", None)
+        dtype = getattr(value, "dtype", None)
+        what = f"{leaf.op} '{leaf.name}' expects {dtypes.SHORT[leaf.dtype]}{fmt(leaf.shape)}"
+        if shape is None or dtype is None:
+            raise FeedError(f"{what}, got {type(value).__name__}; pass a NumPy array")
+        if len(shape) != leaf.ndim:
+            raise FeedError(f"{what}, got an array of shape {tuple(shape)}")
+        if np.dtype(dtype).name != leaf.dtype:
+            raise FeedError(f"{what}, got dtype {np.dtype(dtype).name}; convert with .astype('{leaf.dtype}')")
+        for declared, actual in zip(leaf.shape, shape):
+            if isinstance(declared, int):
+                if declared != actual:
+                    raise FeedError(f"{what}, got an array of shape {tuple(shape)}")
+            elif symbols.setdefault(declared, actual) != actual:
+                raise FeedError(f"{what}, got an array of shape {tuple(shape)}, "
+                                f"but another input set {declared}={symbols[declared]}")
+    return symbols
+
+
+def evaluate(outputs: Sequence[Node], feeds: Mapping[str, Any],
+             variables: Mapping[str, Any] = {}, rng: Optional[np.random.Generator] = None) -> list[np.ndarray]:
+    """Values of ``outputs``, given inputs by name and variables (params, state) by name."""
+    order = toposort(outputs)
+    leaves = [n for n in order if n.op in ("input", "param", "state")]
+    values = [_lookup(leaf, feeds if leaf.op == "input" else variables) for leaf in leaves]
+    symbols = bind_symbols(leaves, values)
+    env: dict[Node, np.ndarray] = dict(zip(leaves, (np.asarray(v) for v in values)))
+    rng = rng if rng is not None else np.random.default_rng(0)
+    for node in order:
+        if node not in env:
+            env[node] = np.asarray(_apply(node, env, symbols, rng), dtype=node.dtype)
+    return [env[o] for o in outputs]
+
+
+def _lookup(leaf: Node, source: Mapping[str, Any]) -> Any:
+    if leaf.name not in source:
+        raise FeedError(f"no value given for {leaf.op} '{leaf.name}'")
+    return source[leaf.name]
+
+
+def _apply(node: Node, env: Mapping[Node, np.ndarray], symbols: Mapping[str, int],
+           rng: np.random.Generator) -> Any:
+    attrs = dict(node.attrs)
+    if "shape" in attrs and node.op != "constant":
+        attrs["shape"] = resolve(attrs["shape"], symbols)
+    if node.kind == RANDOM:
+        attrs["rng"] = rng
+    return node.primitive.impl(*(env[i] for i in node.inputs), **attrs)

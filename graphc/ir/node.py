@@ -1,0 +1,192 @@
+"""IR nodes: immutable, and hash-consed so that structurally equal nodes are one object.
+
+Hash-consing gives common-subexpression elimination for free (the gradient of
+``exp(x)`` reuses the forward ``exp(x)`` node) and makes node identity the
+same thing as structural equality, so graphs can live in dicts and sets keyed
+by identity.  The table holds nodes weakly: a graph nobody references is freed.
+
+Non-structural facts (the user's source line, the gradient rule that made a
+node, a parameter's initializer) ride along on the node but do not take part
+in its identity: the first builder of a node wins.
+"""
+from __future__ import annotations
+
+import itertools
+import weakref
+from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
+
+from graphc.errors import DTypeError, ShapeError
+from graphc.ir import dtypes
+from graphc.ir.primitives import PRIMITIVES, DTypeMismatch, Primitive
+from graphc.ir.shapes import Shape, ShapeMismatch, fmt
+from graphc.ir.site import Origin, Site, current_origin, user_site
+
+
+class Literal:
+    """An array constant, hashable by value so equal constants are one node."""
+
+    __slots__ = ("array", "_key")
+
+    def __init__(self, value: Any, dtype: str):
+        array = np.array(value, dtype=dtype)
+        array.setflags(write=False)
+        self.array = array
+        self._key = (array.shape, array.dtype.str, array.tobytes())
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Literal) and self._key == other._key
+
+    def __hash__(self) -> int:
+        return hash(self._key)
+
+    def __repr__(self) -> str:
+        if self.array.ndim == 0:
+            return str(self.array[()])
+        return f"array{list(self.array.shape)}"
+
+
+_serials = itertools.count()
+_table: "weakref.WeakValueDictionary[tuple, Node]" = weakref.WeakValueDictionary()
+
+
+class Node:
+    """One value of the graph: an op applied to input nodes with static attributes."""
+
+    __slots__ = ("op", "inputs", "attrs", "shape", "dtype", "serial", "site", "origin", "meta",
+                 "__weakref__")
+
+    op: str
+    inputs: tuple["Node", ...]
+    attrs: Mapping[str, Any]
+    shape: Shape
+    dtype: str
+    serial: int
+    site: Optional[Site]
+    origin: Optional[Origin]
+    meta: dict[str, Any]
+
+    # ---- introspection --------------------------------------------------------
+    @property
+    def primitive(self) -> Primitive:
+        return PRIMITIVES[self.op]
+
+    @property
+    def kind(self) -> str:
+        return PRIMITIVES[self.op].kind
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def name(self) -> Optional[str]:
+        """The user's name for a leaf (input, param, state); None for computed nodes."""
+        return self.attrs.get("name")
+
+    @property
+    def is_variable(self) -> bool:
+        """Held by the runtime between steps (parameters and state)."""
+        return self.op in ("param", "state")
+
+    def __repr__(self) -> str:
+        label = self.name or self.op
+        return f"<{label} {dtypes.SHORT[self.dtype]}{fmt(self.shape)}>"
+
+    def __bool__(self) -> bool:
+        raise TypeError("a graph node has no truth value while the graph is being built; "
+                        "use gc.where(cond, a, b) to select values")
+
+    __hash__ = object.__hash__
+
+    # Arithmetic operators delegate to the DSL (graphc.ops) so that ``x @ W + b``
+    # builds the same nodes as ``gc.add(gc.matmul(x, W), b)``.
+    def __add__(self, o: Any) -> "Node": return _ops.add(self, o)
+    def __radd__(self, o: Any) -> "Node": return _ops.add(o, self)
+    def __sub__(self, o: Any) -> "Node": return _ops.sub(self, o)
+    def __rsub__(self, o: Any) -> "Node": return _ops.sub(o, self)
+    def __mul__(self, o: Any) -> "Node": return _ops.mul(self, o)
+    def __rmul__(self, o: Any) -> "Node": return _ops.mul(o, self)
+    def __truediv__(self, o: Any) -> "Node": return _ops.div(self, o)
+    def __rtruediv__(self, o: Any) -> "Node": return _ops.div(o, self)
+    def __pow__(self, o: Any) -> "Node": return _ops.pow(self, o)
+    def __rpow__(self, o: Any) -> "Node": return _ops.pow(o, self)
+    def __matmul__(self, o: Any) -> "Node": return _ops.matmul(self, o)
+    def __rmatmul__(self, o: Any) -> "Node": return _ops.matmul(o, self)
+    def __neg__(self) -> "Node": return _ops.neg(self)
+    def __abs__(self) -> "Node": return _ops.abs(self)
+    def __lt__(self, o: Any) -> "Node": return _ops.less(self, o)
+    def __le__(self, o: Any) -> "Node": return _ops.less_equal(self, o)
+    def __gt__(self, o: Any) -> "Node": return _ops.greater(self, o)
+    def __ge__(self, o: Any) -> "Node": return _ops.greater_equal(self, o)
+    def __eq__(self, o: Any) -> "Node": return _ops.equal(self, o)  # type: ignore[override]
+    def __ne__(self, o: Any) -> "Node": return _ops.not_equal(self, o)  # type: ignore[override]
+
+    @property
+    def T(self) -> "Node":
+        return _ops.transpose(self)
+
+    def reshape(self, *shape: Any) -> "Node":
+        return _ops.reshape(self, shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape)
+
+    def sum(self, axis: Any = None, keepdims: bool = False) -> "Node":
+        return _ops.sum(self, axis, keepdims)
+
+    def mean(self, axis: Any = None, keepdims: bool = False) -> "Node":
+        return _ops.mean(self, axis, keepdims)
+
+    def max(self, axis: Any = None, keepdims: bool = False) -> "Node":
+        return _ops.max(self, axis, keepdims)
+
+    def astype(self, dtype: Any) -> "Node":
+        return _ops.cast(self, dtype)
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def make(op: str, inputs: Sequence[Node] = (), **attrs: Any) -> Node:
+    """Build (or find) the node ``op(*inputs)``; the one door through which nodes are made."""
+    prim = PRIMITIVES[op]
+    attrs = {k: _freeze(v) for k, v in attrs.items()}
+    inputs = tuple(inputs)
+    try:
+        shape, dtype = prim.infer(inputs, attrs)
+    except ShapeMismatch as exc:
+        raise ShapeError(describe_failure(op, inputs, str(exc))) from None
+    except DTypeMismatch as exc:
+        raise DTypeError(describe_failure(op, inputs, str(exc))) from None
+    key = (op, tuple(id(i) for i in inputs), tuple(sorted(attrs.items())))
+    node = _table.get(key)
+    if node is None:
+        node = object.__new__(Node)
+        node.op, node.inputs, node.attrs = op, inputs, attrs
+        node.shape, node.dtype = shape, dtype
+        node.serial = next(_serials)
+        node.site = user_site()
+        node.origin = current_origin()
+        node.meta = {}
+        _table[key] = node
+    return node
+
+
+def describe_failure(op: str, inputs: Sequence[Node], complaint: str) -> str:
+    """One message naming the op, its operands' shapes and dtypes, and the user's line."""
+    operands = ", ".join(f"{dtypes.SHORT[n.dtype]}{fmt(n.shape)}" for n in inputs)
+    message = f"{op}({operands}): {complaint}"
+    site = user_site()
+    if site is not None:
+        message += f"\n  at {site}: {site.code}"
+    return message
+
+
+def unique_key() -> int:
+    """A fresh integer for attributes that must keep otherwise-equal nodes apart."""
+    return next(_serials)
+
+
+from graphc import ops as _ops  # noqa: E402  (operators above resolve at call time)

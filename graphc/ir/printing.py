@@ -1,0 +1,98 @@
+"""The text form of a graph: one line per node, in the spirit of a jaxpr.
+
+    %3  f32[N,256] = add %2 dense0.b                   mlp.py:9
+    %12 f32[N,256] = where %11 %10 0.0   ∂%4 relu      mlp.py:10
+
+Leaves print by name and scalar constants inline, so a line reads like the
+expression the user wrote.  Gradient nodes carry ``∂%k rule``: the forward node
+whose rule built them — the link from the gradient graph back to the model.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence, Union
+
+from graphc.ir import dtypes
+from graphc.ir.graph import toposort
+from graphc.ir.node import Node
+from graphc.ir.shapes import fmt
+
+Outputs = Union[Mapping[str, Node], Sequence[Node]]
+
+
+def type_str(node: Node) -> str:
+    return f"{dtypes.SHORT[node.dtype]}{fmt(node.shape)}"
+
+
+def _attr_str(node: Node) -> str:
+    hidden = {"name", "shape", "dtype", "uid", "key", "value"}
+    if node.op in ("reshape", "broadcast_to", "normal", "uniform"):
+        hidden.discard("shape")
+    if node.op in ("cast", "one_hot"):
+        hidden.discard("dtype")
+    parts = []
+    for k, v in node.attrs.items():
+        if k in hidden or v is False:
+            continue
+        if k == "shape":
+            v = fmt(v)
+        parts.append(k if v is True else f"{k}={v}")
+    return " ".join(parts)
+
+
+class Namer:
+    """Names nodes for printing: leaves by name, scalar constants by value, the rest %k."""
+
+    def __init__(self) -> None:
+        self.names: dict[Node, str] = {}
+
+    def __call__(self, node: Node) -> str:
+        if node not in self.names:
+            if node.op == "constant" and node.ndim == 0:
+                self.names[node] = repr(node.attrs["value"])
+            elif node.name is not None:
+                self.names[node] = node.name
+            else:
+                self.names[node] = f"%{sum(1 for n in self.names if n.op not in _INLINE)}"
+        return self.names[node]
+
+
+_INLINE = ("input", "param", "state", "constant")
+
+
+def _as_named(outputs: Outputs) -> dict[str, Node]:
+    if isinstance(outputs, Mapping):
+        return dict(outputs)
+    return {f"out{i}": n for i, n in enumerate(outputs)}
+
+
+def describe(node: Node, name: Namer, sites: bool = True) -> tuple[str, str, str]:
+    """One node as (statement, gradient provenance, user's line)."""
+    lhs = f"{name(node):<4} {type_str(node)}"
+    attrs = _attr_str(node)
+    rhs = " ".join([node.op] + [name(i) for i in node.inputs] + ([attrs] if attrs else []))
+    note = ""
+    if node.origin is not None:
+        forward = node.origin.forward
+        note = f"∂{name(forward) if forward in name.names else forward.op} {node.origin.rule}"
+    where = node.site.short() if sites and node.site else ""
+    return f"{lhs} = {rhs}", note, where
+
+
+def format_graph(outputs: Outputs, title: str = "graph", sites: bool = True) -> str:
+    named = _as_named(outputs)
+    order = toposort(list(named.values()))
+    name = Namer()
+    leaves = [n for n in order if n.op in ("input", "param", "state")]
+    lines = [title + "(" + ", ".join(f"{n.name}: {type_str(n)}" for n in leaves if n.op == "input") + ")"]
+    for kind in ("param", "state"):
+        held = [f"{n.name}: {type_str(n)}" for n in leaves if n.op == kind]
+        if held:
+            lines.append(f"  {kind}s " + ", ".join(held))
+    body = [describe(node, name, sites) for node in order
+            if not (node.op in _INLINE and (node.op != "constant" or node.ndim == 0))]
+    width = max((len(a) for a, _, _ in body), default=0)
+    note_width = max((len(b) for _, b, _ in body), default=0)
+    for stmt, note, where in body:
+        lines.append(f"  {stmt:<{width}}   {note:<{note_width}}   {where}".rstrip())
+    lines.append("  return " + ", ".join(f"{k}={name(v)}" for k, v in named.items()))
+    return "\n".join(lines)

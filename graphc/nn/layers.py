@@ -1,0 +1,73 @@
+"""The basic layers: dense, sequential stacks, activations and weight-decay terms."""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from graphc import init as initializers
+from graphc import ops
+from graphc.ir.node import Node
+from graphc.nn.module import Module, as_module
+
+
+class Dense(Module):
+    """``x @ W + b`` with W of shape (in, units)."""
+
+    kind = "dense"
+
+    def __init__(self, units: int, init: Any = "glorot", bias: bool = True, name: Optional[str] = None):
+        super().__init__(name)
+        self.units = units
+        self.init = initializers.resolve(init)
+        self.bias = bias
+
+    def __call__(self, x: Node, training: bool = True) -> Node:
+        if not self._params:
+            w = ops.param(f"{self.name}.W", (x.shape[-1], self.units), init=self.init, dtype=x.dtype)
+            self._params = [w]
+            if self.bias:
+                self._params.append(ops.param(f"{self.name}.b", (self.units,), init=initializers.zeros,
+                                              dtype=x.dtype))
+        y = x @ self._params[0]
+        return y + self._params[1] if self.bias else y
+
+    def describe(self) -> str:
+        return f"dense({self.units})"
+
+
+class Sequential(Module):
+    kind = "sequential"
+
+    def __init__(self, *layers: Any, name: Optional[str] = None):
+        super().__init__(name)
+        if name is None:
+            self.name = ""
+        self.layers = [as_module(layer) for layer in layers]
+        for i, layer in enumerate(self.layers):
+            layer.rename(f"{self.name + '.' if self.name else ''}{layer.kind}{i}")
+
+    def children(self) -> list[Module]:
+        return self.layers
+
+    def __call__(self, x: Node, training: bool = True) -> Node:
+        for layer in self.layers:
+            x = layer(x, training)
+        return x
+
+
+def weights(module: Module) -> list[Node]:
+    """The parameters weight decay applies to: matrices, not biases or BN scales."""
+    return [p for p in module.parameters() if p.ndim >= 2]
+
+
+def l2(module: Module) -> Node:
+    """½ Σ w² over the module's weight matrices: the weight-decay term of the loss.
+
+    Call it after the module has been applied once (its weights exist then).
+    """
+    ws = weights(module)
+    if not ws:
+        raise ValueError("l2: the module has no weights yet; call it on an input first")
+    total = ops.sum(ws[0] * ws[0])
+    for w in ws[1:]:
+        total = total + ops.sum(w * w)
+    return 0.5 * total

@@ -1,0 +1,86 @@
+"""A program: the graph a compiled function computes, named outputs plus variable updates.
+
+A train step is a program whose updates write new parameter values (from the
+optimizer) and new running statistics (from batch norm) back to the store.
+Updates are data, not side effects: every update is listed, printed by
+``show("step")`` and checked by the same tests as the outputs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Mapping, Optional
+
+from graphc.autodiff import grad
+from graphc.errors import GraphcError
+from graphc.ir.graph import toposort
+from graphc.ir.node import Node
+from graphc.ir.printing import format_graph
+
+if TYPE_CHECKING:
+    from graphc.optim.base import Optimizer
+
+
+@dataclass
+class Program:
+    name: str
+    outputs: dict[str, Node]
+    updates: dict[Node, Node] = field(default_factory=dict)
+    # Variables the runtime keeps contiguous, in order (the optimizer's packed θ).
+    arenas: list[list[Node]] = field(default_factory=list)
+    # The gradient of the loss for each parameter, by name, for inspection.
+    grads: dict[str, Node] = field(default_factory=dict)
+
+    @property
+    def roots(self) -> list[Node]:
+        return list(self.outputs.values()) + list(self.updates.values())
+
+    def nodes(self) -> list[Node]:
+        return toposort(self.roots)
+
+    def leaves(self, op: str) -> list[Node]:
+        return [n for n in self.nodes() if n.op == op]
+
+    def variables(self) -> list[Node]:
+        """Every variable read or written, parameters first, each in creation order."""
+        seen = {n for n in self.nodes() if n.is_variable} | set(self.updates)
+        return sorted(seen, key=lambda n: (n.op != "param", n.serial))
+
+    def format(self) -> str:
+        shown: dict[str, Node] = dict(self.outputs)
+        shown.update({f"{v.name}'": new for v, new in self.updates.items()})
+        return format_graph(shown, title=self.name)
+
+
+def collect_state_updates(roots: list[Node]) -> dict[Node, Node]:
+    """Updates that layers attached to the nodes they built (batch-norm running statistics)."""
+    found: dict[Node, Node] = {}
+    for node in toposort(roots):
+        found.update(node.meta.get("updates", {}))
+    return found
+
+
+def check_unique_names(nodes: list[Node]) -> None:
+    by_name: dict[str, Node] = {}
+    for node in nodes:
+        other = by_name.setdefault(node.name, node)
+        if other is not node:
+            raise GraphcError(f"two different {node.op}s are named '{node.name}' "
+                              f"({other!r} built at {other.site}, {node!r} at {node.site}); give them distinct names")
+
+
+def training_program(loss: Node, optimizer: "Optimizer", extra_outputs: Optional[Mapping[str, Node]] = None,
+                     name: str = "train_step") -> Program:
+    """Forward, gradients, optimizer update and state updates, as one program."""
+    if loss.shape != ():
+        raise GraphcError(f"the loss must be a scalar to train on, got shape {list(loss.shape)}")
+    params = [n for n in toposort([loss]) if n.op == "param"]
+    if not params:
+        raise GraphcError("the loss does not depend on any gc.param: nothing to train")
+    for op in ("param", "state", "input"):
+        check_unique_names([n for n in toposort([loss]) if n.op == op])
+    grads = grad(loss, params)
+    updates = optimizer.updates(params, grads)
+    updates.update(collect_state_updates([loss]))
+    outputs = {"loss": loss, **(extra_outputs or {})}
+    return Program(name, outputs, updates, arenas=[params],
+                   grads={f"d{p.name}": g for p, g in zip(params, grads)})

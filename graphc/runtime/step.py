@@ -1,0 +1,111 @@
+"""A compiled function: generated code bound to a variable store.
+
+The call path is the per-step overhead users pay, so it is short: look up the
+function bound for this batch's shapes (validating the feeds only when the
+shapes are new), call it, and shape the result.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Union
+
+import numpy as np
+
+from graphc.backends.numpy_backend import Generated
+from graphc.errors import FeedError
+from graphc.interpreter import bind_symbols, evaluate
+from graphc.ir.node import Node
+from graphc.ir.printing import format_graph
+from graphc.program import Program
+from graphc.runtime.store import Store
+
+Structure = Union[None, list, str]  # a single output, a list of outputs, or a dict ("dict")
+
+
+class CompiledStep:
+    def __init__(self, program: Program, generated: Generated, store: Store, structure: Structure,
+                 source_program: Program,
+                 buffer_specs: Optional[Callable[[dict[str, int]], list[np.ndarray]]] = None,
+                 cache_hit: bool = False):
+        self.program = program
+        self.source_program = source_program
+        self.generated = generated
+        self.state = store
+        self.cache_hit = cache_hit
+        self._structure = structure
+        self._buffer_specs = buffer_specs
+        self._input_names = [n.name for n in generated.inputs]
+        self._bound: dict[tuple, Callable[..., tuple]] = {}
+        self._version = -1
+
+    # ---- running -------------------------------------------------------------
+    def __call__(self, *args: Any, **feeds: Any) -> Any:
+        if feeds:
+            try:
+                args = tuple(feeds[name] for name in self._input_names)
+            except KeyError as exc:
+                raise FeedError(f"{self.program.name}: no value given for input '{exc.args[0]}'; "
+                                f"it takes {', '.join(self._input_names)}") from None
+        try:
+            key = tuple((a.shape, a.dtype) for a in args)
+        except AttributeError:
+            key = None
+        fn = self._bound.get(key) if self._version == self.state.version else None  # type: ignore[arg-type]
+        if fn is None:
+            fn = self._bind(args, key)
+        return self._shape_result(fn(*args))
+
+    run = __call__
+
+    def _bind(self, args: tuple, key: Optional[tuple]) -> Callable[..., tuple]:
+        if len(args) != len(self._input_names):
+            raise FeedError(f"{self.program.name} takes inputs {', '.join(self._input_names)}; got {len(args)} values")
+        symbols = bind_symbols(self.generated.inputs, args)
+        if self._version != self.state.version:
+            self._bound.clear()
+        for group in self.program.arenas:
+            self.state.pack(group)
+        variables = [self.state.ensure(v) for v in self.generated.variables]
+        buffers = self._buffer_specs(symbols) if self._buffer_specs else []
+        fn = self.generated.bind(variables, buffers, self.state.rng)
+        self._version = self.state.version
+        if key is not None:
+            self._bound[key] = fn
+        return fn
+
+    def _shape_result(self, values: tuple) -> Any:
+        if self._structure is None:
+            return values[0]
+        if self._structure == "dict":
+            return dict(zip(self.program.outputs, values))
+        return list(values)
+
+    def reference(self, **feeds: Any) -> Any:
+        """The same computation by the reference interpreter on the unoptimized program,
+        without touching the store: the oracle for tests."""
+        prog = self.source_program
+        variables = {v.name: self.state.ensure(v) for v in prog.variables()}
+        roots = prog.roots
+        values = evaluate(roots, feeds, variables, rng=np.random.default_rng(0))
+        outputs = values[:len(prog.outputs)]
+        updates = dict(zip((v.name for v in prog.updates), values[len(prog.outputs):]))
+        return self._shape_result(tuple(outputs)), updates
+
+    # ---- looking inside ----------------------------------------------------
+    @property
+    def source(self) -> str:
+        return self.generated.source
+
+    def show(self, view: str = "step") -> str:
+        """``forward`` (the model), ``grad`` (gradient graph), ``step`` (optimized program), ``source``."""
+        if view == "forward":
+            return format_graph(self.source_program.outputs, title="forward")
+        if view == "grad":
+            if not self.source_program.grads:
+                return "(no gradients: this function was compiled without an optimizer)"
+            return format_graph(self.source_program.grads, title="grad")
+        if view == "step":
+            return self.program.format()
+        if view == "source":
+            return self.source
+        raise ValueError(f"unknown view {view!r}: choose forward, grad, step or source")
+

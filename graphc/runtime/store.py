@@ -1,0 +1,85 @@
+"""The variable store: parameter and state values that outlive a step.
+
+Values are keyed by variable name, which is what a checkpoint records and what
+two compiled functions (a train step and an inference step) share.  Parameters
+a train step updates together live in one flat arena, so the optimizer can
+update them with a few whole-vector operations; each parameter's array is a
+view into it.  Re-packing bumps ``version``, telling compiled steps to rebind.
+"""
+from __future__ import annotations
+
+import zlib
+from typing import Iterable, Optional, Sequence
+
+import numpy as np
+
+from graphc.errors import CheckpointError
+from graphc.ir.node import Node
+from graphc.ir.shapes import fmt, is_static
+
+
+def zeros(rng: np.random.Generator, shape: tuple[int, ...], dtype: str) -> np.ndarray:
+    return np.zeros(shape, dtype)
+
+
+class Store:
+    def __init__(self, seed: int = 0):
+        self.seed = seed
+        self.values: dict[str, np.ndarray] = {}
+        self.arenas: dict[tuple[str, ...], np.ndarray] = {}
+        self.version = 0
+        self.rng = np.random.default_rng([seed, 1])
+
+    def init_rng(self, name: str) -> np.random.Generator:
+        """A generator that depends only on the store's seed and the variable's name,
+        so adding a layer does not change the initial weights of the others."""
+        return np.random.default_rng([self.seed, zlib.crc32(name.encode())])
+
+    def ensure(self, var: Node) -> np.ndarray:
+        """The variable's value, made by its initializer on first use."""
+        if not is_static(var.shape):
+            raise CheckpointError(f"{var.op} '{var.name}' needs a static shape, got {fmt(var.shape)}")
+        shape = tuple(int(d) for d in var.shape)
+        value = self.values.get(var.name)
+        if value is None:
+            init = var.meta.get("init") or zeros
+            value = np.array(init(self.init_rng(var.name), shape, var.dtype), dtype=var.dtype, order="C")
+            if value.shape != shape:
+                raise CheckpointError(f"the initializer of '{var.name}' made shape {value.shape}, expected {shape}")
+            self.values[var.name] = value
+        elif value.shape != shape or value.dtype.name != var.dtype:
+            raise CheckpointError(f"{var.op} '{var.name}' is {var.dtype}{fmt(var.shape)} in the graph but "
+                                  f"{value.dtype.name}{list(value.shape)} in the store")
+        return value
+
+    def pack(self, variables: Sequence[Node]) -> np.ndarray:
+        """One contiguous arena holding ``variables`` back to back, in order."""
+        names = tuple(v.name for v in variables)
+        if names in self.arenas:
+            return self.arenas[names]
+        current = [self.ensure(v) for v in variables]
+        arena = np.empty(sum(a.size for a in current), dtype=variables[0].dtype)
+        offset = 0
+        for var, value in zip(variables, current):
+            view = arena[offset:offset + value.size].reshape(value.shape)
+            view[...] = value
+            self.values[var.name] = view
+            offset += value.size
+        self.arenas = {k: a for k, a in self.arenas.items() if not set(k) & set(names)}
+        self.arenas[names] = arena
+        self.version += 1
+        return arena
+
+    def load(self, values: dict[str, np.ndarray], names: Optional[Iterable[str]] = None) -> None:
+        """Overwrite values in place (arenas keep their identity), checking shapes."""
+        for name in names if names is not None else values:
+            target = self.values.get(name)
+            new = values[name]
+            if target is None:
+                self.values[name] = np.array(new)
+                self.version += 1
+            elif target.shape != new.shape or target.dtype != new.dtype:
+                raise CheckpointError(f"'{name}' is {target.dtype}{list(target.shape)} in the model but "
+                                      f"{new.dtype}{list(new.shape)} in the checkpoint")
+            else:
+                target[...] = new
