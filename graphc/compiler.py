@@ -6,12 +6,17 @@ to a store.  Each stage is its own module; this one only wires them.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Sequence, Union
+import time
+from typing import Mapping, Optional, Sequence, Union
 
+from graphc import cache, debug
 from graphc.backends import numpy_backend
 from graphc.errors import GraphcError
 from graphc.ir.node import Node
 from graphc.optim.base import Optimizer
+from graphc.passes import PassReport, optimize
+from graphc.passes.cost import estimate
+from graphc.passes.memory import Plan, plan_memory
 from graphc.program import Program, check_unique_names, training_program
 from graphc.runtime.step import CompiledStep, Structure
 from graphc.runtime.store import Store
@@ -28,7 +33,8 @@ def _named(outputs: Outputs) -> tuple[dict[str, Node], Structure]:
 
 
 def compile(outputs: Outputs, optimizer: Optional[Optimizer] = None, *, state: Optional[Store] = None,  # noqa: A001
-            backend: str = "numpy", seed: int = 0, name: Optional[str] = None) -> CompiledStep:
+            backend: str = "numpy", seed: int = 0, name: Optional[str] = None,
+            passes: bool = True) -> CompiledStep:
     """Compile ``outputs`` into a function of the graph's inputs.
 
     With an ``optimizer``, ``outputs`` is the loss (a scalar node, or a dict with a
@@ -36,7 +42,8 @@ def compile(outputs: Outputs, optimizer: Optional[Optimizer] = None, *, state: O
     each call computes the loss, the gradients and the update, and writes the new
     parameters, optimizer state and batch-norm statistics into ``state``.
     Without one, it is a pure function of its inputs and the current variables.
-    Functions compiled with the same ``state`` share parameters.
+    Functions compiled with the same ``state`` share parameters.  ``passes=False``
+    skips the optimizer and the memory plan: the reference path for tests.
     """
     if backend != "numpy":
         raise GraphcError(f"unknown backend {backend!r}; available: numpy")
@@ -55,5 +62,32 @@ def compile(outputs: Outputs, optimizer: Optional[Optimizer] = None, *, state: O
         for op in ("param", "state", "input"):
             check_unique_names(program.leaves(op))
     store = state if state is not None else Store(seed)
-    generated = numpy_backend.generate(program)
-    return CompiledStep(program, generated, store, structure, source_program=program)
+    return _lower(program, store, structure, passes)
+
+
+def _lower(program: Program, store: Store, structure: Structure, passes: bool) -> CompiledStep:
+    started = time.perf_counter()
+    optimized, report = optimize(program) if passes else (program, None)
+    plan = plan_memory(optimized) if passes else Plan(optimized.nodes())
+    key = cache.structural_key(optimized, "numpy" if passes else "numpy-unplanned")
+    generated = cache.lookup(key)
+    cache_hit = generated is not None
+    if generated is None:
+        generated = numpy_backend.generate(optimized, plan)
+        cache.store(key, generated)
+    step = CompiledStep(optimized, generated, store, structure, source_program=program, buffers=plan.buffers,
+                        cache_hit=cache_hit)
+    _report(program, optimized, plan, report, step, time.perf_counter() - started)
+    return step
+
+
+def _report(program: Program, optimized: Program, plan: Plan, report: Optional[PassReport],
+            step: CompiledStep, seconds: float) -> None:
+    debug.emit(1, f"graphc: compiled {program.name}: {len(program.nodes())} → {len(optimized.nodes())} nodes, "
+                  f"{len(plan.buffers)} buffers, {seconds * 1e3:.1f} ms, "
+                  f"cache {'hit' if step.cache_hit else 'miss'}")
+    if report is not None:
+        debug.emit(2, report.summary())
+    debug.emit(2, "cost " + estimate(plan).format())
+    debug.emit(3, optimized.format())
+    debug.emit(4, step.source)

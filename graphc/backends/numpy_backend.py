@@ -2,10 +2,13 @@
 
 Each line carries the IR statement it came from and the user's source line, so
 the generated step reads as the graph and a profile of it points back at the
-model.  The source defines ``bind(V, B, rng)``, which closes over the variable
-arrays ``V`` and the preallocated buffers ``B`` of one batch size and returns
-the step function; binding once per batch size keeps per-call work to the
-lines themselves.
+model.  The source defines ``bind(V, A, B, rng)``: given the variable arrays
+``V``, the store's arenas ``A`` and the buffers ``B`` preallocated for one batch
+size, it makes every view that does not depend on the fed inputs (a weight's
+transpose, a gradient's slice of the packed buffer) once, and returns the step
+function.  What is left inside the step is the arithmetic, writing into the
+places the memory plan chose (``out=``).  With an empty plan, every line
+allocates its result: that is the unplanned reference path.
 """
 from __future__ import annotations
 
@@ -18,12 +21,12 @@ import numpy as np
 
 from graphc.backends import numpy_kernels
 from graphc.backends.numpy_lowering import LOWERING
-from graphc.errors import GraphcError
 from graphc.ir.node import Node
 from graphc.ir.printing import Namer, describe
+from graphc.passes.memory import VIEW_OPS, Buffer, Piece, Plan
 from graphc.program import Program
 
-_RESERVED = {"np", "k", "rng", "bind", "V", "B", "K"}
+_RESERVED = {"np", "k", "rng", "bind", "V", "A", "B", "K"}
 
 
 @dataclass
@@ -49,20 +52,23 @@ class _Context:
 
     def constant(self, node: Node) -> str:
         array = node.attrs["value"].array
-        if array.ndim == 0:
-            value = array[()]
+        if array.size == 1:
+            value = array.reshape(())[()]
             if np.isnan(value):
-                return "np.nan"
-            if np.isinf(value):
-                return "np.inf" if value > 0 else "(-np.inf)"
-            return str(value) if value >= 0 else f"({value})"
+                text = "np.nan"
+            elif np.isinf(value):
+                text = "np.inf" if value > 0 else "(-np.inf)"
+            else:
+                text = str(value) if value >= 0 else f"({value})"
+            return text if array.ndim == 0 else f"np.full({array.shape}, {text}, np.{node.dtype})"
         self.constants.append(array)
         return f"K[{len(self.constants) - 1}]"
 
 
 def _identifier(name: str, taken: set[str]) -> str:
     base = re.sub(r"\W", "_", name)
-    if not base or base[0].isdigit() or keyword.iskeyword(base) or base in _RESERVED or re.fullmatch(r"t\d+", base):
+    if (not base or base[0].isdigit() or keyword.iskeyword(base) or base in _RESERVED
+            or re.fullmatch(r"[tbp]\d+(_\d+)?|a\d+", base)):
         base = "v_" + base
     ident, i = base, 1
     while ident in taken:
@@ -72,49 +78,119 @@ def _identifier(name: str, taken: set[str]) -> str:
     return ident
 
 
-def generate(program: Program, buffers: Optional[dict[Node, str]] = None) -> Generated:
-    """Source for ``program``; ``buffers`` maps nodes to destination expressions in ``B``."""
-    buffers = buffers or {}
-    order = program.nodes()
-    inputs = [n for n in order if n.op == "input"]
-    variables = program.variables()
-    ctx = _Context()
-    taken: set[str] = {d for n in inputs for d in n.shape if isinstance(d, str)}
-    names: dict[Node, str] = {}
-    for leaf in inputs + variables:
-        names[leaf] = _identifier(leaf.name, taken)
-    ir_name = Namer()
+class _Writer:
+    def __init__(self, program: Program, plan: Plan):
+        self.program, self.plan = program, plan
+        self.ctx = _Context()
+        self.ir_name = Namer()
+        self.inputs = [n for n in plan.schedule if n.op == "input"]
+        self.variables = program.variables()
+        self.taken: set[str] = {d for n in self.inputs for d in n.shape if isinstance(d, str)}
+        self.names: dict[Node, str] = {}
+        self.bind_known: set[Node] = set()
+        self.bind_lines: list[str] = []
+        self.step_lines: list[str] = []
+        for leaf in self.inputs + self.variables:
+            self.names[leaf] = _identifier(leaf.name, self.taken)
+        self.bind_known.update(self.variables)
 
-    def ref(node: Node) -> str:
-        if node.op == "constant":
-            return ctx.constant(node)
-        return names[node]
+    def ref(self, node: Node) -> str:
+        return self.ctx.constant(node) if node.op == "constant" else self.names[node]
 
-    body: list[str] = _bind_symbols(inputs, names)
-    for node in order:
-        if node in names or node.op == "constant":
-            continue
-        stmt, note, where = describe(node, ir_name)
-        names[node] = "t" + ir_name(node)[1:]
-        expr = LOWERING[node.op]([ref(i) for i in node.inputs], node, ctx, buffers.get(node))
-        comment = "  ".join(p for p in (stmt, note, where) if p)
-        body.append(f"{names[node]} = {expr}  # {comment}")
-    for var, new in program.updates.items():
-        body.append(f"np.copyto({names[var]}, {ref(new)})  # {var.name} <- {ir_name(new)}")
-    results = [ref(n) + (".copy()" if n.is_variable else "") for n in program.outputs.values()]
-    body.append(f"return ({', '.join(results)},)")
+    def place_name(self, place: Any) -> str:
+        if isinstance(place, Buffer):
+            return f"b{place.index}"
+        if isinstance(place, Node):
+            return self.names[place]
+        base = f"a{place.base}" if isinstance(place.base, int) else f"b{place.base.index}"
+        whole = isinstance(place.base, int) and place.start == 0 and len(place.shape) == 1
+        if whole:
+            return base
+        name = f"pa{place.base}_{place.start}" if isinstance(place.base, int) else \
+            f"p{place.base.index}_{place.start}"
+        if name not in self.taken:
+            self.taken.add(name)
+            self.bind_lines.append(f"{name} = {base}[{place.start}:{place.stop}]"
+                                   f".reshape({self.ctx.shape(place.shape)})")
+        return name
 
-    lines = [f"# {program.name}: generated by graphc's NumPy backend from {len(order)} IR nodes",
-             "def bind(V, B, rng):"]
-    if variables:
-        lines.append(f"    {', '.join(names[v] for v in variables)}, = V")
-    lines.append(f"    def {program.name}({', '.join(names[i] for i in inputs)}):")
-    lines.extend("        " + line for line in body)
-    lines.append(f"    return {program.name}")
-    source = "\n".join(lines) + "\n"
-    namespace: dict[str, Any] = {"np": np, "k": numpy_kernels, "K": ctx.constants}
+    def comment(self, node: Node) -> str:
+        return "  ".join(p for p in describe(node, self.ir_name) if p)
+
+    def emit(self, node: Node) -> None:
+        if node in self.names or node.op == "constant":
+            return
+        comment = self.comment(node)
+        if node in self.plan.arena_views:
+            self.names[node] = f"a{self.plan.arena_views[node]}"
+            self.bind_known.add(node)
+            return
+        args = [self.ref(i) for i in node.inputs]
+        if node.op in VIEW_OPS:
+            self.names[node] = "t" + self.ir_name(node)[1:]
+            line = f"{self.names[node]} = {LOWERING[node.op](args, node, self.ctx, None)}  # {comment}"
+            if all(i in self.bind_known or i.op == "constant" for i in node.inputs):
+                self.bind_known.add(node)
+                self.bind_lines.append(line)
+            else:
+                self.step_lines.append(line)
+            return
+        place = self.plan.place.get(node)
+        if node.op == "concat" and place is not None:
+            self._fill_concat(node, place, comment)
+            return
+        if place is None:
+            self.names[node] = "t" + self.ir_name(node)[1:]
+            self.step_lines.append(f"{self.names[node]} = {LOWERING[node.op](args, node, self.ctx, None)}"
+                                   f"  # {comment}")
+            return
+        self.names[node] = self.place_name(place)
+        self.step_lines.append(f"{LOWERING[node.op](args, node, self.ctx, self.names[node])}  # {comment}")
+
+    def _fill_concat(self, node: Node, place: Any, comment: str) -> None:
+        """Copy in the pieces that were not computed in place; the rest are there already."""
+        self.names[node] = self.place_name(place)
+        offset = 0
+        for operand in node.inputs:
+            size = operand.shape[0]
+            value = operand.inputs[0] if operand.op == "reshape" else operand
+            target = self.plan.place.get(value)
+            if not (isinstance(target, Piece) and target.base == place and target.start == offset):
+                view = self.place_name(Piece(place, offset, offset + size, (size,)))
+                self.step_lines.append(f"np.copyto({view}, {self.ref(operand)})  # piece of {comment}")
+            offset += size
+
+    def finish(self) -> str:
+        for var, new in self.program.updates.items():
+            if var not in self.plan.in_place_updates:
+                self.step_lines.append(f"np.copyto({self.names[var]}, {self.ref(new)})  # {var.name} ← "
+                                       f"{self.ir_name(new)}")
+        results = [self.ref(n) + (".copy()" if n.is_variable else "") for n in self.program.outputs.values()]
+        self.step_lines.append(f"return ({', '.join(results)},)")
+        symbols = _bind_symbols(self.inputs, self.names)
+        head = [f"# {self.program.name}: generated by graphc's NumPy backend from "
+                f"{len(self.plan.schedule)} IR nodes", "def bind(V, A, B, rng):"]
+        if self.variables:
+            head.append(f"    {', '.join(self.names[v] for v in self.variables)}, = V")
+        head += [f"    a{k} = A[{k}]" for k in range(len(self.program.arenas))]
+        head += [f"    b{b.index} = B[{b.index}]" for b in self.plan.buffers]
+        lines = head + ["    " + line for line in self.bind_lines]
+        lines.append(f"    def {self.program.name}({', '.join(self.names[i] for i in self.inputs)}):")
+        lines += ["        " + line for line in symbols + self.step_lines]
+        lines.append(f"    return {self.program.name}")
+        return "\n".join(lines) + "\n"
+
+
+def generate(program: Program, plan: Optional[Plan] = None) -> Generated:
+    """Source for ``program``, placing values as ``plan`` says (every value fresh without one)."""
+    plan = plan or Plan(program.nodes())
+    writer = _Writer(program, plan)
+    for node in plan.schedule:
+        writer.emit(node)
+    source = writer.finish()
+    namespace: dict[str, Any] = {"np": np, "k": numpy_kernels, "K": writer.ctx.constants}
     exec(compile(source, f"<graphc {program.name}>", "exec"), namespace)
-    return Generated(source, inputs, variables, namespace["bind"])
+    return Generated(source, writer.inputs, writer.variables, namespace["bind"])
 
 
 def _bind_symbols(inputs: Sequence[Node], names: dict[Node, str]) -> list[str]:

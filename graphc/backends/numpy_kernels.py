@@ -19,10 +19,15 @@ def sigmoid(x: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
 
 
 def where(cond: np.ndarray, a: object, b: object, out: Optional[np.ndarray] = None) -> np.ndarray:
+    """np.where into ``out``, correct when ``out`` is ``a`` or ``b`` (the planner's in-place case)."""
     if out is None:
         return np.where(cond, a, b)
-    np.copyto(out, b)
-    np.copyto(out, a, where=cond)
+    if out is a:
+        np.copyto(out, b, where=np.logical_not(cond))
+    else:
+        if out is not b:
+            np.copyto(out, b)
+        np.copyto(out, a, where=cond)
     return out
 
 

@@ -36,6 +36,16 @@ def _pow(a: Sequence[str], n: Node, c: Context, out: Optional[str]) -> str:
     return f"np.power({a[0]}, {a[1]}{_out(out)})"
 
 
+def _where(a: Sequence[str], n: Node, c: Context, out: Optional[str]) -> str:
+    # where(mask, g, 0) is how every ReLU-like gradient looks; a multiply by the
+    # mask is one pass instead of two (it differs only where g is inf or NaN).
+    zero = n.inputs[2]
+    if zero.op == "constant" and zero.attrs["value"].array.size == 1 and not zero.attrs["value"].array.any() \
+            and n.inputs[1].shape == n.shape:
+        return f"np.multiply({a[1]}, {a[0]}{_out(out)})"
+    return f"k.where({', '.join(a)}{_out(out)})"
+
+
 def _reduce(fn: str) -> Lower:
     def lower(a: Sequence[str], n: Node, c: Context, out: Optional[str]) -> str:
         keep = ", keepdims=True" if n.attrs["keepdims"] else ""
@@ -62,7 +72,7 @@ LOWERING: dict[str, Lower] = {
     "pow": _pow, "maximum": _call("np.maximum"), "minimum": _call("np.minimum"),
     "lt": _call("np.less"), "le": _call("np.less_equal"), "gt": _call("np.greater"),
     "ge": _call("np.greater_equal"), "eq": _call("np.equal"), "ne": _call("np.not_equal"),
-    "where": _call("k.where"),
+    "where": _where,
     "sum": _reduce("np.sum"), "max": _reduce("np.max"),
     "matmul": _call("np.matmul"),
     "reshape": lambda a, n, c, out: f"{a[0]}.reshape({c.shape(n.shape)})",

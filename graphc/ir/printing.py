@@ -44,19 +44,26 @@ class Namer:
 
     def __init__(self) -> None:
         self.names: dict[Node, str] = {}
+        self.count = 0
 
     def __call__(self, node: Node) -> str:
         if node not in self.names:
-            if node.op == "constant" and node.ndim == 0:
-                self.names[node] = repr(node.attrs["value"])
+            if inline_constant(node):
+                self.names[node] = str(node.attrs["value"].array)
             elif node.name is not None:
                 self.names[node] = node.name
             else:
-                self.names[node] = f"%{sum(1 for n in self.names if n.op not in _INLINE)}"
+                self.names[node] = f"%{self.count}"
+                self.count += 1
         return self.names[node]
 
 
-_INLINE = ("input", "param", "state", "constant")
+def inline_constant(node: Node) -> bool:
+    """Single-value constants print as their value, in place."""
+    return node.op == "constant" and node.attrs["value"].array.size == 1
+
+
+_LEAVES = ("input", "param", "state")
 
 
 def _as_named(outputs: Outputs) -> dict[str, Node]:
@@ -89,7 +96,7 @@ def format_graph(outputs: Outputs, title: str = "graph", sites: bool = True) -> 
         if held:
             lines.append(f"  {kind}s " + ", ".join(held))
     body = [describe(node, name, sites) for node in order
-            if not (node.op in _INLINE and (node.op != "constant" or node.ndim == 0))]
+            if not (node.op in _LEAVES or inline_constant(node))]
     width = max((len(a) for a, _, _ in body), default=0)
     note_width = max((len(b) for _, b, _ in body), default=0)
     for stmt, note, where in body:

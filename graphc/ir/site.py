@@ -11,7 +11,7 @@ import os
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator, Optional
+from typing import TYPE_CHECKING, Iterator, Mapping, Optional
 
 if TYPE_CHECKING:
     from graphc.ir.node import Node
@@ -71,6 +71,24 @@ def building_gradient_of(forward: "Node", rule: str) -> Iterator[None]:
     global _origin, _site_override
     saved = _origin, _site_override
     _origin, _site_override = Origin(forward, rule), forward.site
+    try:
+        yield
+    finally:
+        _origin, _site_override = saved
+
+
+@contextmanager
+def rebuilding(original: "Node", renamed: "Mapping[Node, Node]") -> Iterator[None]:
+    """Nodes built inside inherit ``original``'s site and origin: a rewrite keeps provenance.
+
+    ``renamed`` maps forward nodes to their rewritten selves, so a gradient node's
+    origin keeps pointing at a node of the same (optimized) graph."""
+    global _origin, _site_override
+    saved = _origin, _site_override
+    origin = original.origin
+    if origin is not None:
+        origin = Origin(renamed.get(origin.forward, origin.forward), origin.rule)
+    _origin, _site_override = origin, original.site
     try:
         yield
     finally:

@@ -1,0 +1,74 @@
+"""The compile cache: generated code keyed by a structural hash of the optimized program.
+
+The hash sees what the code depends on — ops, attributes, wiring, leaf names,
+shapes and dtypes, constant values — and not what it does not: parameter
+identities and random-op keys are replaced by their order of appearance, so
+rebuilding the same model in the same process hits the cache.
+"""
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Optional
+
+from graphc.ir.node import Literal, Node
+from graphc.program import Program
+
+_cache: dict[str, Any] = {}
+
+
+def _attr_text(node: Node) -> str:
+    parts = []
+    for k, v in sorted(node.attrs.items()):
+        if k in ("uid", "key"):
+            continue
+        if isinstance(v, Literal):
+            v = hashlib.sha256(repr(v._key).encode()).hexdigest()
+        parts.append(f"{k}={v!r}")
+    return ",".join(parts)
+
+
+def _structural_order(roots: list[Node]) -> list[Node]:
+    """Depth-first post-order from the roots: depends on structure only, not on creation order
+    (hash-consed constants may have been created by an earlier model)."""
+    order: list[Node] = []
+    seen: set[Node] = set()
+    stack: list[tuple[Node, int]] = [(r, 0) for r in reversed(roots)]
+    while stack:
+        node, i = stack.pop()
+        if node in seen:
+            continue
+        if i < len(node.inputs):
+            stack.append((node, i + 1))
+            if node.inputs[i] not in seen:
+                stack.append((node.inputs[i], 0))
+        else:
+            seen.add(node)
+            order.append(node)
+    return order
+
+
+def structural_key(program: Program, backend: str) -> str:
+    order = _structural_order(program.roots)
+    index = {n: i for i, n in enumerate(order)}
+    h = hashlib.sha256(f"{backend}|{program.name}".encode())
+    for node in order:
+        h.update(f"{node.op}({','.join(str(index[i]) for i in node.inputs)})[{_attr_text(node)}];".encode())
+    for name, node in program.outputs.items():
+        h.update(f"out {name}={index[node]};".encode())
+    for var, new in program.updates.items():
+        h.update(f"upd {var.name}={index[new]};".encode())
+    for group in program.arenas:
+        h.update(f"arena {','.join(v.name for v in group)};".encode())
+    return h.hexdigest()
+
+
+def lookup(key: str) -> Optional[Any]:
+    return _cache.get(key)
+
+
+def store(key: str, value: Any) -> None:
+    _cache[key] = value
+
+
+def clear() -> None:
+    _cache.clear()

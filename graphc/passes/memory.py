@@ -1,0 +1,246 @@
+"""Memory planning: decide where every value of the step lives.
+
+After planning, the steady-state step allocates nothing:
+
+* computed values go into buffers preallocated once per batch size, from a pool
+  keyed by (shape, dtype); a buffer returns to the pool when the last reader of
+  every value stored in it has run (liveness over the schedule), and an
+  elementwise op may write over an operand that dies at that op (in place);
+* layout ops (reshape, transpose, broadcast, slice) are views and take no buffer;
+  views of buffers and variables are made once, when the step is bound;
+* the optimizer's packed parameter vector θ is the store's arena itself, the new
+  θ is written straight into it, and each parameter is a view of it;
+* the packed gradient vector is one buffer, and each parameter's gradient is
+  computed directly into its slice, so the concatenation costs nothing;
+* other variable updates (optimizer moments, running statistics) are written
+  in place when every read of the old value comes first, else copied at the end.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Union
+
+from graphc.ir.node import Node
+from graphc.ir.primitives import ELEMENTWISE
+from graphc.ir.shapes import Shape
+from graphc.program import Program
+
+VIEW_OPS = frozenset({"reshape", "transpose", "broadcast_to", "slice", "stop_gradient"})
+NO_BUFFER_OPS = frozenset({"numel"})  # scalar expressions NumPy returns as Python numbers
+
+
+@dataclass(frozen=True)
+class Buffer:
+    index: int
+    shape: Shape
+    dtype: str
+
+
+@dataclass(frozen=True)
+class Piece:
+    """A slice of a buffer or arena, viewed with a shape: where a packed value lives."""
+    base: Union[Buffer, int]  # a buffer, or the index of a store arena
+    start: int
+    stop: int
+    shape: Shape
+
+
+Place = Union[Buffer, Piece, Node]  # a buffer, a slice of one, or a variable written in place
+
+
+@dataclass
+class Plan:
+    schedule: list[Node]
+    place: dict[Node, Place] = field(default_factory=dict)
+    arena_views: dict[Node, int] = field(default_factory=dict)   # packed θ nodes → arena index
+    in_place_updates: set[Node] = field(default_factory=set)     # variables needing no copy
+    buffers: list[Buffer] = field(default_factory=list)
+    filled_concats: set[Node] = field(default_factory=set)       # concats whose pieces are all placed
+
+
+def _peel_reshape(node: Node) -> Node:
+    return node.inputs[0] if node.op == "reshape" else node
+
+
+def _arena_index(node: Node, program: Program) -> Optional[int]:
+    """Is ``node`` the concatenation of an arena's variables, in arena order?"""
+    if node.op != "concat":
+        return None
+    members = [_peel_reshape(i) for i in node.inputs]
+    for k, group in enumerate(program.arenas):
+        if len(group) == len(members) and all(a is b for a, b in zip(group, members)):
+            return k
+    return None
+
+
+def _arena_update_source(program: Program, k: int) -> Optional[Node]:
+    """The new θ, if every variable of arena k is updated to its own slice of it."""
+    group = program.arenas[k]
+    sources, offset = set(), 0
+    for var in group:
+        new = program.updates.get(var)
+        if new is None:
+            return None
+        piece = _peel_reshape(new)
+        size = 1
+        for d in var.shape:
+            size *= int(d)
+        if len(group) == 1:
+            sources.add(piece)
+        elif piece.op != "slice" or (piece.attrs["start"], piece.attrs["stop"]) != (offset, offset + size):
+            return None
+        else:
+            sources.add(piece.inputs[0])
+        offset += size
+    return sources.pop() if len(sources) == 1 else None
+
+
+class _Planner:
+    def __init__(self, program: Program):
+        self.program = program
+        self.plan = Plan(program.nodes())
+        self.pos = {n: i for i, n in enumerate(self.plan.schedule)}
+        self.end = len(self.plan.schedule)
+        self.root: dict[Node, object] = {}
+        self.outputs = set(program.outputs.values())
+        self.arena_roots = [("arena", k) for k in range(len(program.arenas))]  # compared by identity
+
+    # ---- storage roots: what memory each value really occupies -------------
+    def root_of(self, node: Node) -> object:
+        return self.root.get(node, node)
+
+    def value_last_reads(self) -> dict[Node, int]:
+        """For each value, the position of its last reader, reading through views."""
+        last: dict[Node, int] = {}
+        for node in reversed(self.plan.schedule):
+            when = last.get(node, -1) if node.op in VIEW_OPS else self.pos[node]
+            for operand in node.inputs:
+                last[operand] = max(last.get(operand, -1), when)
+        for var, new in self.program.updates.items():
+            if var not in self.plan.in_place_updates:
+                last[new] = max(last.get(new, -1), self.end)
+        for out in self.outputs:
+            last[out] = self.end + 1
+        return last
+
+    def run(self) -> Plan:
+        self._arenas()
+        self._packed_gradients()
+        self._propagate_view_roots()
+        self._variable_updates()
+        self._propagate_view_roots()
+        self._pool()
+        return self.plan
+
+    def _arenas(self) -> None:
+        for node in self.plan.schedule:
+            k = _arena_index(node, self.program)
+            if k is not None:
+                self.plan.arena_views[node] = k
+                self.root[node] = self.arena_roots[k]
+                for var in self.program.arenas[k]:
+                    self.root[var] = self.arena_roots[k]
+        for k, group in enumerate(self.program.arenas):
+            new_theta = _arena_update_source(self.program, k)
+            if new_theta is None or not self._can_overwrite(self.arena_roots[k], new_theta):
+                continue
+            self.plan.place[new_theta] = Piece(k, 0, new_theta.shape[0], new_theta.shape)
+            self.root[new_theta] = self.arena_roots[k]
+            self.plan.in_place_updates.update(group)
+
+    def _can_overwrite(self, root: object, writer: Node) -> bool:
+        """May ``writer`` store its result over ``root``? Only if no later node reads ``root``,
+        and ``writer`` itself reads it elementwise, position for position."""
+        if writer.op in VIEW_OPS or not writer.inputs or writer in self.outputs:
+            return False
+        for node in self.plan.schedule:
+            if node.op in VIEW_OPS:
+                continue
+            reads = any(self.root_of(i) is root for i in node.inputs)
+            if not reads:
+                continue
+            if node is writer:
+                if writer.kind not in ELEMENTWISE or any(
+                        self.root_of(i) is root and i.shape != writer.shape for i in writer.inputs):
+                    return False
+            elif self.pos[node] > self.pos[writer]:
+                return False
+        return True
+
+    def _packed_gradients(self) -> None:
+        for node in self.plan.schedule:
+            if node.op != "concat" or node in self.plan.arena_views:
+                continue
+            buffer = self._new_buffer(node.shape, node.dtype)
+            self.plan.place[node] = buffer
+            self.root[node] = buffer
+            offset, all_placed = 0, True
+            for operand in node.inputs:
+                value = _peel_reshape(operand)
+                size = operand.shape[0]
+                if self._placeable(value):
+                    self.plan.place[value] = Piece(buffer, offset, offset + size, value.shape)
+                    self.root[value] = buffer
+                else:
+                    all_placed = False
+                offset += size
+            if all_placed:
+                self.plan.filled_concats.add(node)
+
+    def _placeable(self, value: Node) -> bool:
+        return (bool(value.inputs) and value.op not in VIEW_OPS | NO_BUFFER_OPS
+                and value not in self.plan.place and value not in self.outputs)
+
+    def _propagate_view_roots(self) -> None:
+        for node in self.plan.schedule:
+            if node.op in VIEW_OPS:
+                self.root[node] = self.root_of(node.inputs[0])
+
+    def _variable_updates(self) -> None:
+        for var, new in self.program.updates.items():
+            if var in self.plan.in_place_updates or new in self.plan.place:
+                continue
+            if new.shape == var.shape and new.dtype == var.dtype and self._can_overwrite(self.root_of(var), new):
+                self.plan.place[new] = var
+                self.root[new] = self.root_of(var)
+                self.plan.in_place_updates.add(var)
+
+    def _new_buffer(self, shape: Shape, dtype: str) -> Buffer:
+        buffer = Buffer(len(self.plan.buffers), shape, dtype)
+        self.plan.buffers.append(buffer)
+        return buffer
+
+    def _pool(self) -> None:
+        value_last = self.value_last_reads()
+        until: dict[Buffer, int] = {}
+        free: dict[tuple, list[Buffer]] = {}
+        for node in self.plan.schedule:
+            here = self.pos[node]
+            for buffer in [b for b, t in until.items() if t < here]:
+                del until[buffer]
+                free.setdefault((buffer.shape, buffer.dtype), []).append(buffer)
+            if not node.inputs or node.op in VIEW_OPS | NO_BUFFER_OPS or node in self.plan.place:
+                continue
+            buffer = self._dying_operand(node, until, here)
+            if buffer is None:
+                pool = free.get((node.shape, node.dtype))
+                buffer = pool.pop() if pool else self._new_buffer(node.shape, node.dtype)
+            self.plan.place[node] = buffer
+            self.root[node] = buffer
+            until[buffer] = max(until.get(buffer, -1), value_last.get(node, here))
+
+    def _dying_operand(self, node: Node, until: dict[Buffer, int], here: int) -> Optional[Buffer]:
+        """An operand's buffer whose last use is this elementwise op: overwrite it in place."""
+        if node.kind not in ELEMENTWISE:
+            return None
+        for operand in node.inputs:
+            r = self.root_of(operand)
+            if (isinstance(r, Buffer) and self.plan.place.get(operand) is r and until.get(r) == here
+                    and r.shape == node.shape and r.dtype == node.dtype
+                    and all(self.root_of(o) is not r or o is operand for o in node.inputs)):
+                return r
+        return None
+
+
+def plan_memory(program: Program) -> Plan:
+    return _Planner(program).run()
