@@ -10,12 +10,13 @@ import time
 from typing import Mapping, Optional, Sequence, Union
 
 from graphc import cache, debug
-from graphc.backends import numpy_backend
+from graphc.backends import c_kernels, numpy_backend
 from graphc.errors import GraphcError
 from graphc.ir.node import Node
 from graphc.optim.base import Optimizer
 from graphc.passes import PassReport, optimize
 from graphc.passes.cost import estimate
+from graphc.passes.fusion import fuse
 from graphc.passes.memory import Plan, plan_memory
 from graphc.program import Program, check_unique_names, training_program
 from graphc.runtime.step import CompiledStep, Structure
@@ -68,17 +69,31 @@ def compile(outputs: Outputs, optimizer: Optional[Optimizer] = None, *, state: O
 def _lower(program: Program, store: Store, structure: Structure, passes: bool) -> CompiledStep:
     started = time.perf_counter()
     optimized, report = optimize(program) if passes else (program, None)
-    plan = plan_memory(optimized) if passes else Plan(optimized.nodes())
-    key = cache.structural_key(optimized, "numpy" if passes else "numpy-unplanned")
-    generated = cache.lookup(key)
-    cache_hit = generated is not None
-    if generated is None:
-        generated = numpy_backend.generate(optimized, plan)
-        cache.store(key, generated)
+    fused = passes and c_kernels.compiler() is not None
+    key = cache.structural_key(optimized, "numpy+c" if fused else "numpy" if passes else "numpy-unplanned")
+    cached = cache.lookup(key)
+    cache_hit = cached is not None
+    if cached is None:
+        plan = _plan(optimized, passes, fused)
+        try:
+            generated = numpy_backend.generate(optimized, plan)
+        except numpy_backend.KernelBuildFailed:
+            plan = _plan(optimized, passes, fused=False)
+            generated = numpy_backend.generate(optimized, plan)
+        cached = (generated, plan)
+        cache.store(key, cached)
+    generated, plan = cached
     step = CompiledStep(optimized, generated, store, structure, source_program=program, buffers=plan.buffers,
                         cache_hit=cache_hit)
     _report(program, optimized, plan, report, step, time.perf_counter() - started)
     return step
+
+
+def _plan(program: Program, passes: bool, fused: bool) -> Plan:
+    if not passes:
+        return Plan(program.nodes())
+    schedule, groups = fuse(program, program.nodes(), c_kernels.eligible) if fused else (program.nodes(), [])
+    return plan_memory(program, schedule, groups)
 
 
 def _report(program: Program, optimized: Program, plan: Plan, report: Optional[PassReport],

@@ -10,6 +10,8 @@ from typing import Callable
 
 import numpy as np
 
+from graphc.errors import GraphcError
+
 Initializer = Callable[[np.random.Generator, tuple, str], np.ndarray]
 
 
@@ -70,5 +72,5 @@ def resolve(init: "str | Initializer") -> Initializer:
     if callable(init):
         return init
     if init not in BY_NAME:
-        raise ValueError(f"unknown initializer {init!r}; choose one of {', '.join(BY_NAME)} or pass a function")
+        raise GraphcError(f"unknown initializer {init!r}; choose one of {', '.join(BY_NAME)} or pass a function")
     return BY_NAME[init]

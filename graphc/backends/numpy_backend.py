@@ -19,14 +19,15 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from graphc.backends import numpy_kernels
+from graphc.backends import c_kernels, numpy_kernels
 from graphc.backends.numpy_lowering import LOWERING
 from graphc.ir.node import Node
 from graphc.ir.printing import Namer, describe
+from graphc.passes.fusion import Group
 from graphc.passes.memory import VIEW_OPS, Buffer, Piece, Plan
 from graphc.program import Program
 
-_RESERVED = {"np", "k", "rng", "bind", "V", "A", "B", "K"}
+_RESERVED = {"np", "k", "c", "rng", "bind", "V", "A", "B", "K"}
 
 
 @dataclass
@@ -35,6 +36,7 @@ class Generated:
     inputs: list[Node]
     variables: list[Node]
     bind: Callable[..., Callable[..., tuple]]
+    kernels: str = ""  # C source of the fused groups, if any
 
 
 class _Context:
@@ -68,7 +70,7 @@ class _Context:
 def _identifier(name: str, taken: set[str]) -> str:
     base = re.sub(r"\W", "_", name)
     if (not base or base[0].isdigit() or keyword.iskeyword(base) or base in _RESERVED
-            or re.fullmatch(r"[tbp]\d+(_\d+)?|a\d+", base)):
+            or re.fullmatch(r"[tbpPD]\d+(_\d+)?|a\d+|pa\d+_\d+|fused\d+", base)):
         base = "v_" + base
     ident, i = base, 1
     while ident in taken:
@@ -93,6 +95,8 @@ class _Writer:
         for leaf in self.inputs + self.variables:
             self.names[leaf] = _identifier(leaf.name, self.taken)
         self.bind_known.update(self.variables)
+        self.group_of = {m: g for g in plan.groups for m in g.members}
+        self.kernels: list[str] = []  # C source of each fused group
 
     def ref(self, node: Node) -> str:
         return self.ctx.constant(node) if node.op == "constant" else self.names[node]
@@ -120,6 +124,11 @@ class _Writer:
     def emit(self, node: Node) -> None:
         if node in self.names or node.op == "constant":
             return
+        group = self.group_of.get(node)
+        if group is not None:
+            if node is group.members[-1]:
+                self._call_kernel(group)
+            return
         comment = self.comment(node)
         if node in self.plan.arena_views:
             self.names[node] = f"a{self.plan.arena_views[node]}"
@@ -145,8 +154,22 @@ class _Writer:
                                    f"  # {comment}")
             return
         self.names[node] = self.place_name(place)
+        self.bind_known.add(node)
         self.step_lines.append(f"{LOWERING[node.op](args, node, self.ctx, self.names[node])}  # {comment}")
 
+    def _call_kernel(self, group: Group) -> None:
+        """One call runs the whole group; its outputs land in their planned places."""
+        k = len(self.kernels)
+        described = {m: self.comment(m) for m in group.members}
+        self.kernels.append(c_kernels.kernel_source(f"fused{k}", group, described.__getitem__))
+        for out in group.outputs:
+            self.names[out] = self.place_name(self.plan.place[out])
+            self.bind_known.add(out)
+        operands = [self.ref(n) for n in c_kernels.pointer_operands(group)]
+        self.bind_lines.append(f"P{k} = c.pointers([{', '.join(operands)}])")
+        self.bind_lines.append(f"D{k} = c.dims({self.names[group.outputs[0]]}.shape)")
+        ir = " ".join(self.ir_name(m) for m in group.members)
+        self.step_lines.append(f"fused{k}(P{k}, D{k})  # fused {ir}: {len(group.members)} ops in one loop")
     def _fill_concat(self, node: Node, place: Any, comment: str) -> None:
         """Copy in the pieces that were not computed in place; the rest are there already."""
         self.names[node] = self.place_name(place)
@@ -181,6 +204,10 @@ class _Writer:
         return "\n".join(lines) + "\n"
 
 
+class KernelBuildFailed(Exception):
+    """The C compiler could not build the fused kernels; compile again without fusion."""
+
+
 def generate(program: Program, plan: Optional[Plan] = None) -> Generated:
     """Source for ``program``, placing values as ``plan`` says (every value fresh without one)."""
     plan = plan or Plan(program.nodes())
@@ -188,9 +215,14 @@ def generate(program: Program, plan: Optional[Plan] = None) -> Generated:
     for node in plan.schedule:
         writer.emit(node)
     source = writer.finish()
-    namespace: dict[str, Any] = {"np": np, "k": numpy_kernels, "K": writer.ctx.constants}
+    namespace: dict[str, Any] = {"np": np, "k": numpy_kernels, "c": c_kernels, "K": writer.ctx.constants}
+    if writer.kernels:
+        functions = c_kernels.build("\n\n".join(writer.kernels), [f"fused{i}" for i in range(len(writer.kernels))])
+        if functions is None:
+            raise KernelBuildFailed(program.name)
+        namespace.update(functions)
     exec(compile(source, f"<graphc {program.name}>", "exec"), namespace)
-    return Generated(source, writer.inputs, writer.variables, namespace["bind"])
+    return Generated(source, writer.inputs, writer.variables, namespace["bind"], "\n\n".join(writer.kernels))
 
 
 def _bind_symbols(inputs: Sequence[Node], names: dict[Node, str]) -> list[str]:

@@ -18,11 +18,12 @@ After planning, the steady-state step allocates nothing:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional, Union
+from typing import Optional, Sequence, Union
 
 from graphc.ir.node import Node
 from graphc.ir.primitives import ELEMENTWISE
 from graphc.ir.shapes import Shape
+from graphc.passes.fusion import Group
 from graphc.program import Program
 
 VIEW_OPS = frozenset({"reshape", "transpose", "broadcast_to", "slice", "stop_gradient"})
@@ -55,6 +56,7 @@ class Plan:
     arena_views: dict[Node, int] = field(default_factory=dict)   # packed θ nodes → arena index
     in_place_updates: set[Node] = field(default_factory=set)     # variables needing no copy
     buffers: list[Buffer] = field(default_factory=list)
+    groups: list[Group] = field(default_factory=list)                # fused elementwise groups
     filled_concats: set[Node] = field(default_factory=set)       # concats whose pieces are all placed
 
 
@@ -96,10 +98,15 @@ def _arena_update_source(program: Program, k: int) -> Optional[Node]:
 
 
 class _Planner:
-    def __init__(self, program: Program):
+    def __init__(self, program: Program, schedule: list[Node], groups: list[Group]):
         self.program = program
-        self.plan = Plan(program.nodes())
+        self.plan = Plan(schedule, groups=groups)
         self.pos = {n: i for i, n in enumerate(self.plan.schedule)}
+        self.group_of = {m: g for g in groups for m in g.members}
+        for g in groups:  # a group runs at once, where its last member was
+            for m in g.members:
+                self.pos[m] = self.pos[g.members[-1]]
+        self.internal = {m for g in groups for m in set(g.members) - set(g.outputs)}
         self.end = len(self.plan.schedule)
         self.root: dict[Node, object] = {}
         self.outputs = set(program.outputs.values())
@@ -153,15 +160,16 @@ class _Planner:
         and ``writer`` itself reads it elementwise, position for position."""
         if writer.op in VIEW_OPS or not writer.inputs or writer in self.outputs:
             return False
+        writers = set(self.group_of[writer].members) if writer in self.group_of else {writer}
         for node in self.plan.schedule:
             if node.op in VIEW_OPS:
                 continue
             reads = any(self.root_of(i) is root for i in node.inputs)
             if not reads:
                 continue
-            if node is writer:
-                if writer.kind not in ELEMENTWISE or any(
-                        self.root_of(i) is root and i.shape != writer.shape for i in writer.inputs):
+            if node in writers:
+                if node.kind not in ELEMENTWISE or any(
+                        self.root_of(i) is root and i.shape != writer.shape for i in node.inputs):
                     return False
             elif self.pos[node] > self.pos[writer]:
                 return False
@@ -188,7 +196,7 @@ class _Planner:
                 self.plan.filled_concats.add(node)
 
     def _placeable(self, value: Node) -> bool:
-        return (bool(value.inputs) and value.op not in VIEW_OPS | NO_BUFFER_OPS
+        return (bool(value.inputs) and value.op not in VIEW_OPS | NO_BUFFER_OPS and value not in self.internal
                 and value not in self.plan.place and value not in self.outputs)
 
     def _propagate_view_roots(self) -> None:
@@ -219,7 +227,8 @@ class _Planner:
             for buffer in [b for b, t in until.items() if t < here]:
                 del until[buffer]
                 free.setdefault((buffer.shape, buffer.dtype), []).append(buffer)
-            if not node.inputs or node.op in VIEW_OPS | NO_BUFFER_OPS or node in self.plan.place:
+            if (not node.inputs or node.op in VIEW_OPS | NO_BUFFER_OPS or node in self.plan.place
+                    or node in self.internal):
                 continue
             buffer = self._dying_operand(node, until, here)
             if buffer is None:
@@ -231,16 +240,18 @@ class _Planner:
 
     def _dying_operand(self, node: Node, until: dict[Buffer, int], here: int) -> Optional[Buffer]:
         """An operand's buffer whose last use is this elementwise op: overwrite it in place."""
-        if node.kind not in ELEMENTWISE:
+        group = self.group_of.get(node)
+        if node.kind not in ELEMENTWISE and group is None:
             return None
-        for operand in node.inputs:
+        operands = group.inputs if group is not None else node.inputs
+        for operand in operands:
             r = self.root_of(operand)
             if (isinstance(r, Buffer) and self.plan.place.get(operand) is r and until.get(r) == here
                     and r.shape == node.shape and r.dtype == node.dtype
-                    and all(self.root_of(o) is not r or o is operand for o in node.inputs)):
+                    and all(self.root_of(o) is not r or o is operand for o in operands)):
                 return r
         return None
 
 
-def plan_memory(program: Program) -> Plan:
-    return _Planner(program).run()
+def plan_memory(program: Program, schedule: Optional[list[Node]] = None, groups: Sequence[Group] = ()) -> Plan:
+    return _Planner(program, schedule or program.nodes(), list(groups)).run()

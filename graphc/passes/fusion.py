@@ -1,0 +1,85 @@
+"""Elementwise fusion: group chains of elementwise ops that can run as one loop.
+
+A group is a set of elementwise nodes of one shape that execute together at
+the position of their last member.  A node joins the group of an operand only
+if nothing outside the group needs that group's values before this node runs
+(otherwise moving the group later would starve that reader).  Members read
+outside the group, or kept by the program, are the group's outputs; the rest
+never touch memory.  Fusion only regroups the schedule: the graph is unchanged,
+and a backend that cannot run a group simply runs its members one by one.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from graphc.ir.node import Node
+from graphc.ir.primitives import ELEMENTWISE
+from graphc.ir.shapes import Shape
+from graphc.program import Program
+
+
+@dataclass(eq=False)
+class Group:
+    shape: Shape
+    members: list[Node] = field(default_factory=list)
+    outputs: list[Node] = field(default_factory=list)
+    inputs: list[Node] = field(default_factory=list)
+
+
+def fuse(program: Program, schedule: list[Node], eligible: Callable[[Node], bool]) -> tuple[list[Node], list[Group]]:
+    """Regroup ``schedule``; returns the new schedule and the groups of two or more nodes."""
+    pos = {n: i for i, n in enumerate(schedule)}
+    consumers: dict[Node, list[Node]] = {n: [] for n in schedule}
+    for n in schedule:
+        for i in n.inputs:
+            consumers[i].append(n)
+    kept = set(program.outputs.values()) | set(program.updates.values())
+    group_of: dict[Node, Group] = {}
+
+    def fusable(n: Node) -> bool:
+        return (n.kind in ELEMENTWISE or n.op == "cast") and eligible(n)
+
+    for n in schedule:
+        if not fusable(n):
+            continue
+        joinable = []
+        for operand in n.inputs:
+            g = group_of.get(operand)
+            if g is None or g in joinable or operand.shape != n.shape:
+                continue
+            if all(pos[c] >= pos[n] or group_of.get(c) is g for m in g.members for c in consumers[m]):
+                joinable.append(g)
+        group = joinable[0] if joinable else Group(n.shape)
+        for other in joinable[1:]:
+            group.members.extend(other.members)
+            for m in other.members:
+                group_of[m] = group
+        group.members.append(n)
+        group_of[n] = group
+
+    groups = [g for g in {id(g): g for g in group_of.values()}.values() if len(g.members) > 1]
+    for g in groups:
+        members = set(g.members)
+        g.members.sort(key=pos.__getitem__)
+        g.outputs = [m for m in g.members if m in kept or any(c not in members for c in consumers[m])]
+        seen: set[Node] = set()
+        for m in g.members:
+            for i in m.inputs:
+                if i not in members and i not in seen:
+                    seen.add(i)
+                    g.inputs.append(i)
+    return _regroup(schedule, groups), groups
+
+
+def _regroup(schedule: list[Node], groups: list[Group]) -> list[Node]:
+    """Move each group's members to just before its last member, keeping their order."""
+    last = {g.members[-1]: g for g in groups}
+    moved = {m for g in groups for m in g.members}
+    out: list[Node] = []
+    for n in schedule:
+        if n in last:
+            out.extend(last[n].members)
+        elif n not in moved:
+            out.append(n)
+    return out
