@@ -1,16 +1,22 @@
-"""The basic layers: dense, sequential stacks, activations and weight-decay terms."""
+"""The basic layers: dense, sequential stacks and weight-decay terms."""
 from __future__ import annotations
 
 from typing import Any, Optional
 
 from graphc import init as initializers
 from graphc import ops
+from graphc.errors import GraphcError
 from graphc.ir.node import Node
 from graphc.nn.module import Module, as_module
 
 
 class Dense(Module):
-    """``x @ W + b`` with W of shape (in, units)."""
+    """``x @ W + b`` with W of shape (in, units).
+
+    ``init`` initializes W: a name from :data:`graphc.init.BY_NAME` (``"glorot"``,
+    ``"he"``, ``"normal"`` for small Gaussian weights, ...) or a function
+    ``init(rng, shape, dtype)`` such as ``gc.init.normal(0.05)``.  Biases start at zero.
+    """
 
     kind = "dense"
 
@@ -20,7 +26,7 @@ class Dense(Module):
         self.init = initializers.resolve(init)
         self.bias = bias
 
-    def __call__(self, x: Node, training: bool = True) -> Node:
+    def forward(self, x: Node, training: bool) -> Node:
         if not self._params:
             w = ops.param(f"{self.name}.W", (x.shape[-1], self.units), init=self.init, dtype=x.dtype)
             self._params = [w]
@@ -35,6 +41,9 @@ class Dense(Module):
 
 
 class Sequential(Module):
+    """Layers applied in order.  A top-level stack without a name adds no segment
+    to its layers' names (``dense0.W``, not ``sequential.dense0.W``)."""
+
     kind = "sequential"
 
     def __init__(self, *layers: Any, name: Optional[str] = None):
@@ -42,13 +51,12 @@ class Sequential(Module):
         if name is None:
             self.name = ""
         self.layers = [as_module(layer) for layer in layers]
-        for i, layer in enumerate(self.layers):
-            layer.rename(f"{self.name + '.' if self.name else ''}{layer.kind}{i}")
+        self.adopt_children()
 
-    def children(self) -> list[Module]:
-        return self.layers
+    def named_children(self) -> list[tuple[str, Module]]:
+        return [(f"{layer.kind}{i}", layer) for i, layer in enumerate(self.layers)]
 
-    def __call__(self, x: Node, training: bool = True) -> Node:
+    def forward(self, x: Node, training: bool) -> Node:
         for layer in self.layers:
             x = layer(x, training)
         return x
@@ -66,7 +74,7 @@ def l2(module: Module) -> Node:
     """
     ws = weights(module)
     if not ws:
-        raise ValueError("l2: the module has no weights yet; call it on an input first")
+        raise GraphcError("l2: the module has no weights yet; call it on an input first")
     total = ops.sum(ws[0] * ws[0])
     for w in ws[1:]:
         total = total + ops.sum(w * w)
