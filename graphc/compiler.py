@@ -83,7 +83,7 @@ def _lower(program: Program, store: Store, structure: Structure, passes: bool) -
         cached = (generated, plan)
         cache.store(key, cached)
     generated, plan = cached
-    step = CompiledStep(optimized, generated, store, structure, source_program=program, buffers=plan.buffers,
+    step = CompiledStep(optimized, generated, store, structure, source_program=program, plan=plan,
                         cache_hit=cache_hit)
     _report(program, optimized, plan, report, step, time.perf_counter() - started)
     return step

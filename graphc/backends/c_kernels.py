@@ -193,11 +193,14 @@ def _cpu_tag() -> str:
 
 
 def pointers(arrays: Sequence[np.ndarray]) -> ctypes.Array:
-    """The kernel's pointer table, made once when the step is bound."""
+    """The kernel's pointer table, made once when the step is bound.  It keeps its arrays
+    alive: a buffer only a kernel reads must not be freed under it."""
     for a in arrays:
         if not a.flags.c_contiguous:
             raise ValueError("a fused kernel operand is not contiguous")
-    return (ctypes.c_void_p * len(arrays))(*[a.ctypes.data for a in arrays])
+    table = (ctypes.c_void_p * len(arrays))(*[a.ctypes.data for a in arrays])
+    table.arrays = list(arrays)  # type: ignore[attr-defined]
+    return table
 
 
 def dims(shape: Sequence[int]) -> ctypes.Array:

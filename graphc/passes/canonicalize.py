@@ -173,7 +173,39 @@ def unary_before_reshape(n: Node) -> Optional[Node]:
     return None
 
 
+def numel_from_an_input(n: Node) -> Optional[Node]:
+    """A symbolic size read off a fed input, not off a computed value: the count
+    depends only on the shape, and reading it from the loss would keep the forward
+    pass alive in a graph that only needs the gradient."""
+    if n.op != "numel" or n.inputs[0].op == "input":
+        return None
+    x = n.inputs[0]
+    dims = [x.shape[a] for a in n.attrs["axes"]]
+    static = int(np.prod([d for d in dims if isinstance(d, int)]))
+    factors = []
+    for symbol in (d for d in dims if isinstance(d, str)):
+        source = _input_with(x, symbol)
+        if source is None:
+            return None
+        factors.append(ops.numel(source, source.shape.index(symbol), n.dtype))
+    total = factors[0]
+    for f in factors[1:]:
+        total = total * f
+    return total if static == 1 else total * float(static)
+
+
+def _input_with(x: Node, symbol: str) -> Optional[Node]:
+    stack, seen = [x], set()
+    while stack:
+        node = stack.pop()
+        if node.op == "input" and symbol in node.shape:
+            return node
+        seen.add(node)
+        stack.extend(i for i in node.inputs if i not in seen)
+    return None
+
+
 RULES = [fold_constants, drop_stop_gradient, identity_arithmetic, double_negation, subtract_negation,
          trivial_layout, merge_layout, implicit_broadcast, unary_before_broadcast,
          reshape_of_broadcast_scalar, multiply_by_ones, scalar_out_of_sum, negate_scalar_factor,
-         unary_before_reshape]
+         unary_before_reshape, numel_from_an_input]

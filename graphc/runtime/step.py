@@ -6,7 +6,7 @@ shapes are new), call it, and shape the result.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
 
@@ -16,7 +16,7 @@ from graphc.interpreter import bind_symbols, evaluate
 from graphc.ir.node import Node
 from graphc.ir.printing import format_graph
 from graphc.ir.shapes import resolve
-from graphc.passes.memory import Buffer
+from graphc.passes.memory import Plan
 from graphc.program import Program
 from graphc.runtime.store import Store
 
@@ -25,14 +25,14 @@ Structure = Union[None, list, str]  # a single output, a list of outputs, or a d
 
 class CompiledStep:
     def __init__(self, program: Program, generated: Generated, store: Store, structure: Structure,
-                 source_program: Program, buffers: Sequence[Buffer] = (), cache_hit: bool = False):
+                 source_program: Program, plan: Optional[Plan] = None, cache_hit: bool = False):
         self.program = program
         self.source_program = source_program
         self.generated = generated
         self.state = store
         self.cache_hit = cache_hit
         self._structure = structure
-        self._buffers = list(buffers)
+        self.plan = plan if plan is not None else Plan(program.nodes())
         self._input_names = [n.name for n in generated.inputs]
         self._bound: dict[tuple, Callable[..., tuple]] = {}
         self._version = -1
@@ -66,7 +66,7 @@ class CompiledStep:
         # Cached code may come from an equal program built earlier: match variables by name.
         by_name = {v.name: v for v in self.program.variables()}
         variables = [self.state.ensure(by_name[v.name]) for v in self.generated.variables]
-        buffers = [np.empty(resolve(b.shape, symbols), b.dtype) for b in self._buffers]
+        buffers = [np.empty(resolve(b.shape, symbols), b.dtype) for b in self.plan.buffers]
         fn = self.generated.bind(variables, arenas, buffers, self.state.rng)
         self._version = self.state.version
         if key is not None:
