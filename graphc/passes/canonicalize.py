@@ -13,9 +13,10 @@ from typing import Optional
 import numpy as np
 
 from graphc import ops
-from graphc.ir.node import Node
+from graphc.ir.node import Node, make
 from graphc.ir.primitives import RANDOM
 from graphc.ir.shapes import ShapeMismatch, broadcast
+from graphc.passes.rewrite import rebuild
 from graphc.passes.patterns import all_constant, is_const, is_elementwise, static_numel
 
 _FOLD_LIMIT = 64  # fold small constants only: a folded 784x256 broadcast would bloat the program
@@ -106,7 +107,6 @@ def implicit_broadcast(n: Node) -> Optional[Node]:
 
 
 def _rebuild(n: Node, inputs: list[Node]) -> Node:
-    from graphc.passes.rewrite import rebuild
     return rebuild(n, inputs)
 
 
@@ -173,6 +173,20 @@ def unary_before_reshape(n: Node) -> Optional[Node]:
     return None
 
 
+def drop_kept_dims(n: Node) -> Optional[Node]:
+    """reshape(sum(x, keepdims=True)) to the reduced shape → sum(x): one node, no reshape."""
+    if n.op == "reshape" and n.inputs[0].op in ("sum", "max") and n.inputs[0].attrs["keepdims"]:
+        reduced = n.inputs[0]
+        axes = reduced.attrs["axes"]
+        if n.shape == tuple(d for i, d in enumerate(reduced.shape) if i not in axes):
+            return _rebuild_attrs(reduced, keepdims=False)
+    return None
+
+
+def _rebuild_attrs(n: Node, **changes: object) -> Node:
+    return make(n.op, n.inputs, **{**n.attrs, **changes})
+
+
 def numel_from_an_input(n: Node) -> Optional[Node]:
     """A symbolic size read off a fed input, not off a computed value: the count
     depends only on the shape, and reading it from the loss would keep the forward
@@ -208,4 +222,4 @@ def _input_with(x: Node, symbol: str) -> Optional[Node]:
 RULES = [fold_constants, drop_stop_gradient, identity_arithmetic, double_negation, subtract_negation,
          trivial_layout, merge_layout, implicit_broadcast, unary_before_broadcast,
          reshape_of_broadcast_scalar, multiply_by_ones, scalar_out_of_sum, negate_scalar_factor,
-         unary_before_reshape, numel_from_an_input]
+         unary_before_reshape, numel_from_an_input, drop_kept_dims]

@@ -97,16 +97,22 @@ class CompiledStep:
         return self.generated.source
 
     def show(self, view: str = "step") -> str:
-        """``forward`` (the model), ``grad`` (gradient graph), ``step`` (optimized program), ``source``."""
+        """One view of the compiled function:
+
+        ``forward`` the model as built; ``grad`` the gradients after optimization
+        (what the step computes); ``autodiff`` the gradients as reverse mode first
+        wrote them; ``step`` the whole optimized program, updates included;
+        ``source`` the generated code.
+        """
         if view == "forward":
             return format_graph(self.source_program.outputs, title="forward")
-        if view == "grad":
-            if not self.source_program.grads:
+        if view in ("grad", "autodiff"):
+            grads = (self.program if view == "grad" else self.source_program).grads
+            if not grads:
                 return "(no gradients: this function was compiled without an optimizer)"
-            return format_graph(self.source_program.grads, title="grad")
+            return format_graph(grads, title=view)
         if view == "step":
             return self.program.format()
         if view == "source":
             return self.source
-        raise ValueError(f"unknown view {view!r}: choose forward, grad, step or source")
-
+        raise ValueError(f"unknown view {view!r}: choose forward, grad, autodiff, step or source")
