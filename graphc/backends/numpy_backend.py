@@ -27,6 +27,7 @@ from graphc.passes.fusion import Group
 from graphc.passes.memory import VIEW_OPS, Buffer, Piece, Plan
 from graphc.program import Program
 
+_NEEDS_ARRAYS = frozenset({"cast", "one_hot", "concat", "matmul"})  # ops that take no Python scalar
 _RESERVED = {"np", "k", "c", "rng", "bind", "V", "A", "B", "K"}
 
 
@@ -63,7 +64,10 @@ class _Context:
             else:
                 text = str(value) if value >= 0 else f"({value})"
             return text if array.ndim == 0 else f"np.full({array.shape}, {text}, np.{node.dtype})"
-        self.constants.append(array)
+        return self.constant_array(node)
+
+    def constant_array(self, node: Node) -> str:
+        self.constants.append(node.attrs["value"].array)
         return f"K[{len(self.constants) - 1}]"
 
 
@@ -101,6 +105,10 @@ class _Writer:
     def ref(self, node: Node) -> str:
         return self.ctx.constant(node) if node.op == "constant" else self.names[node]
 
+    def ref_array(self, node: Node) -> str:
+        """Like ``ref``, but a constant is an array: for ops that call array methods on it."""
+        return self.ctx.constant_array(node) if node.op == "constant" else self.names[node]
+
     def place_name(self, place: Any) -> str:
         if isinstance(place, Buffer):
             return f"b{place.index}"
@@ -134,7 +142,8 @@ class _Writer:
             self.names[node] = f"a{self.plan.arena_views[node]}"
             self.bind_known.add(node)
             return
-        args = [self.ref(i) for i in node.inputs]
+        ref = self.ref_array if node.op in VIEW_OPS | _NEEDS_ARRAYS else self.ref
+        args = [ref(i) for i in node.inputs]
         if node.op in VIEW_OPS:
             self.names[node] = "t" + self.ir_name(node)[1:]
             line = f"{self.names[node]} = {LOWERING[node.op](args, node, self.ctx, None)}  # {comment}"

@@ -27,6 +27,7 @@ from graphc.passes.fusion import Group
 from graphc.program import Program
 
 VIEW_OPS = frozenset({"reshape", "transpose", "broadcast_to", "slice", "stop_gradient"})
+LEAF_OPS = frozenset({"input", "param", "state", "constant"})  # values that live outside the plan
 NO_BUFFER_OPS = frozenset({"numel"})  # scalar expressions NumPy returns as Python numbers
 
 
@@ -117,17 +118,19 @@ class _Planner:
         return self.root.get(node, node)
 
     def value_last_reads(self) -> dict[Node, int]:
-        """For each value, the position of its last reader, reading through views."""
-        last: dict[Node, int] = {}
+        """For each value, the position of its last reader, reading through views.
+
+        Values the program returns count as read after the step, and values that
+        are copied into a variable at the end as read at the end; both are seeded
+        first, so that a view being returned keeps the buffer it views alive."""
+        last: dict[Node, int] = {out: self.end + 1 for out in self.outputs}
+        for var, new in self.program.updates.items():
+            if var not in self.plan.in_place_updates:
+                last[new] = max(last.get(new, -1), self.end)
         for node in reversed(self.plan.schedule):
             when = last.get(node, -1) if node.op in VIEW_OPS else self.pos[node]
             for operand in node.inputs:
                 last[operand] = max(last.get(operand, -1), when)
-        for var, new in self.program.updates.items():
-            if var not in self.plan.in_place_updates:
-                last[new] = max(last.get(new, -1), self.end)
-        for out in self.outputs:
-            last[out] = self.end + 1
         return last
 
     def run(self) -> Plan:
@@ -158,7 +161,7 @@ class _Planner:
     def _can_overwrite(self, root: object, writer: Node) -> bool:
         """May ``writer`` store its result over ``root``? Only if no later node reads ``root``,
         and ``writer`` itself reads it elementwise, position for position."""
-        if writer.op in VIEW_OPS or not writer.inputs or writer in self.outputs:
+        if writer.op in VIEW_OPS | LEAF_OPS or writer in self.outputs:
             return False
         writers = set(self.group_of[writer].members) if writer in self.group_of else {writer}
         for node in self.plan.schedule:
@@ -196,7 +199,7 @@ class _Planner:
                 self.plan.filled_concats.add(node)
 
     def _placeable(self, value: Node) -> bool:
-        return (bool(value.inputs) and value.op not in VIEW_OPS | NO_BUFFER_OPS and value not in self.internal
+        return (value.op not in VIEW_OPS | NO_BUFFER_OPS | LEAF_OPS and value not in self.internal
                 and value not in self.plan.place and value not in self.outputs)
 
     def _propagate_view_roots(self) -> None:
@@ -227,7 +230,7 @@ class _Planner:
             for buffer in [b for b, t in until.items() if t < here]:
                 del until[buffer]
                 free.setdefault((buffer.shape, buffer.dtype), []).append(buffer)
-            if (not node.inputs or node.op in VIEW_OPS | NO_BUFFER_OPS or node in self.plan.place
+            if (node.op in VIEW_OPS | NO_BUFFER_OPS | LEAF_OPS or node in self.plan.place
                     or node in self.internal):
                 continue
             buffer = self._dying_operand(node, until, here)
