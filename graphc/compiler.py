@@ -11,7 +11,7 @@ from typing import Mapping, Optional, Sequence, Union
 
 from graphc import cache, debug
 from graphc.backends import c_kernels, numpy_backend
-from graphc.errors import GraphcError
+from graphc.errors import FeedError, GraphcError
 from graphc.ir.node import Node
 from graphc.optim.base import Optimizer
 from graphc.passes import PassReport, optimize
@@ -62,6 +62,11 @@ def compile(outputs: Outputs, optimizer: Optional[Optimizer] = None, *, state: O
         program = Program(name or "step", named)
         for op in ("param", "state", "input"):
             check_unique_names(program.leaves(op))
+    missing = program.unbound_symbols()
+    if missing:
+        raise FeedError(f"the size {missing[0]} is not known: no input of the compiled function has a dimension "
+                        f"{missing[0]} (a gradient with respect to an input does not read that input); "
+                        f"compile it together with an output that reads the input")
     store = state if state is not None else Store(seed)
     return _lower(program, store, structure, passes)
 

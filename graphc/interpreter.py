@@ -57,6 +57,15 @@ def evaluate(outputs: Sequence[Node], feeds: Mapping[str, Any],
     return [env[o] for o in outputs]
 
 
+def resolve_or_explain(shape: tuple, symbols: Mapping[str, int]) -> tuple[int, ...]:
+    missing = [d for d in shape if isinstance(d, str) and d not in symbols]
+    if missing:
+        raise FeedError(f"the size {missing[0]} is not known: the graph reads no input with a dimension "
+                        f"{missing[0]} (a gradient with respect to an input does not read that input); "
+                        f"compute it together with a value that reads the input")
+    return resolve(shape, symbols)
+
+
 def _lookup(leaf: Node, source: Mapping[str, Any]) -> Any:
     if leaf.name not in source:
         raise FeedError(f"no value given for {leaf.op} '{leaf.name}'")
@@ -67,7 +76,7 @@ def _apply(node: Node, env: Mapping[Node, np.ndarray], symbols: Mapping[str, int
            rng: np.random.Generator) -> Any:
     attrs = dict(node.attrs)
     if "shape" in attrs and node.op != "constant":
-        attrs["shape"] = resolve(attrs["shape"], symbols)
+        attrs["shape"] = resolve_or_explain(attrs["shape"], symbols)
     if node.kind == RANDOM:
         attrs["rng"] = rng
     return node.primitive.impl(*(env[i] for i in node.inputs), **attrs)

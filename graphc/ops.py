@@ -70,23 +70,23 @@ def _shape(shape: Any) -> Shape:
         raise ShapeError(str(exc)) from None
 
 
-def lift(value: Operand, like: Optional[Node] = None) -> Node:
+def lift(value: Operand, like: Optional[Node] = None, op: str = "constant") -> Node:
     """A node for ``value``; Python scalars take the dtype of ``like`` (weak typing)."""
     if isinstance(value, Node):
         return value
     if isinstance(value, (bool, int, float)) and like is not None:
         if isinstance(value, float) and not dtypes.is_float(like.dtype):
-            raise DTypeError(f"cannot combine the float {value!r} with a {like.dtype} node; "
-                             f"cast the node first with gc.cast(x, 'float32')")
+            raise DTypeError(describe_failure(op, (like,), f"cannot combine the float {value!r} with a "
+                                              f"{like.dtype} operand; cast it first with gc.cast(x, 'float32')"))
         return constant(value, like.dtype)
     return constant(value)
 
 
-def _pair(a: Operand, b: Operand) -> tuple[Node, Node]:
+def _pair(a: Operand, b: Operand, op: str) -> tuple[Node, Node]:
     if not isinstance(a, Node) and not isinstance(b, Node):
-        raise TypeError("at least one operand must be a graph node")
+        raise TypeError(f"{op}: at least one operand must be a graph node")
     like = a if isinstance(a, Node) else b
-    return lift(a, like), lift(b, like)  # type: ignore[arg-type]
+    return lift(a, like, op), lift(b, like, op)  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------- elementwise
@@ -100,7 +100,7 @@ def _unary(op: str) -> Callable[[Operand], Node]:
 
 def _binary(op: str) -> Callable[[Operand, Operand], Node]:
     def build(a: Operand, b: Operand) -> Node:
-        return make(op, _pair(a, b))
+        return make(op, _pair(a, b, op))
     build.__name__ = op
     return build
 
@@ -119,7 +119,7 @@ def square(x: Operand) -> Node:
 
 
 def where(cond: Node, a: Operand, b: Operand) -> Node:
-    a_node, b_node = _pair(a, b)
+    a_node, b_node = _pair(a, b, "where")
     return make("where", (cond, a_node, b_node))
 
 
@@ -164,7 +164,7 @@ def mean(x: Operand, axis: Axes = None, keepdims: bool = False) -> Node:
 # ---------------------------------------------------------------- linear algebra and layout
 
 def matmul(a: Operand, b: Operand) -> Node:
-    return make("matmul", _pair(a, b))
+    return make("matmul", _pair(a, b, "matmul"))
 
 
 def reshape(x: Operand, shape: Sequence[Any]) -> Node:

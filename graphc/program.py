@@ -45,6 +45,12 @@ class Program:
         seen = {n for n in self.nodes() if n.is_variable} | set(self.updates)
         return sorted(seen, key=lambda n: (n.op != "param", n.serial))
 
+    def unbound_symbols(self) -> list[str]:
+        """Symbolic sizes used by some node that no input of the program provides."""
+        provided = {d for n in self.leaves("input") for d in n.shape if isinstance(d, str)}
+        used = {d for n in self.nodes() for d in n.shape if isinstance(d, str)}
+        return sorted(used - provided)
+
     def format(self) -> str:
         shown: dict[str, Node] = dict(self.outputs)
         shown.update({f"{v.name}'": new for v, new in self.updates.items()})

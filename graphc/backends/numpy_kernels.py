@@ -12,7 +12,9 @@ import numpy as np
 
 def sigmoid(x: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
     """σ(x) = ½ tanh(x/2) + ½: one transcendental, and no overflow for large |x|."""
-    out = np.multiply(x, 0.5, out=out)
+    if out is None:
+        out = np.empty(np.shape(x), np.result_type(x))
+    np.multiply(x, 0.5, out=out)
     np.tanh(out, out=out)
     np.multiply(out, 0.5, out=out)
     return np.add(out, 0.5, out=out)

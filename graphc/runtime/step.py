@@ -67,7 +67,7 @@ class CompiledStep:
         by_name = {v.name: v for v in self.program.variables()}
         variables = [self.state.ensure(by_name[v.name]) for v in self.generated.variables]
         buffers = [np.empty(resolve(b.shape, symbols), b.dtype) for b in self.plan.buffers]
-        fn = self.generated.bind(variables, arenas, buffers, self.state.rng)
+        fn = self.generated.bind(variables, arenas, buffers, symbols, self.state.rng)
         self._version = self.state.version
         if key is not None:
             self._bound[key] = fn
