@@ -48,10 +48,16 @@ def node_flops(node: Node, symbols: dict[str, int]) -> int:
 
 
 def estimate(plan: Plan, batch: int = 128) -> Cost:
+    """A fused group is one kernel that reads its inputs and writes its outputs once."""
     symbols = {"N": batch}
     flops = moved = kernels = 0
+    grouped = {m for g in plan.groups for m in g.members}
+    for group in plan.groups:
+        kernels += 1
+        flops += sum(node_flops(m, symbols) for m in group.members)
+        moved += sum(_bytes(n, symbols) for n in group.inputs + group.outputs if n.op != "constant")
     for node in plan.schedule:
-        if node.op in _LEAVES or node.op in VIEW_OPS or node.op in NO_BUFFER_OPS:
+        if node.op in _LEAVES or node.op in VIEW_OPS or node.op in NO_BUFFER_OPS or node in grouped:
             continue
         kernels += 1
         flops += node_flops(node, symbols)

@@ -62,16 +62,21 @@ class CompiledStep:
         symbols = bind_symbols(self.generated.inputs, args)
         if self._version != self.state.version:
             self._bound.clear()
-        arenas = [self.state.pack(group) for group in self.program.arenas]
-        # Cached code may come from an equal program built earlier: match variables by name.
-        by_name = {v.name: v for v in self.program.variables()}
-        variables = [self.state.ensure(by_name[v.name]) for v in self.generated.variables]
+        arenas, variables = self.materialize()
         buffers = [np.empty(resolve(b.shape, symbols), b.dtype) for b in self.plan.buffers]
         fn = self.generated.bind(variables, arenas, buffers, symbols, self.state.rng)
         self._version = self.state.version
         if key is not None:
             self._bound[key] = fn
         return fn
+
+    def materialize(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Create every variable this function uses (packing parameter arenas), as the first
+        step would; returns the arenas and the variables in the generated code's order."""
+        arenas = [self.state.pack(group) for group in self.program.arenas]
+        # Cached code may come from an equal program built earlier: match variables by name.
+        by_name = {v.name: v for v in self.program.variables()}
+        return arenas, [self.state.ensure(by_name[v.name]) for v in self.generated.variables]
 
     def _shape_result(self, values: tuple) -> Any:
         if self._structure is None:

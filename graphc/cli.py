@@ -1,0 +1,188 @@
+"""The ``graphc`` command: train a model file, or show what graphc makes of it.
+
+Every mistake a user can make from the command line (a bad flag, a missing
+file, a model file without ``model``, absent data, a shape error in the model)
+ends as one ``graphc: error: ...`` message and exit status 2, never a
+traceback: the message already says what to fix.  So does a file that cannot
+be read or written.  Ctrl-C during training
+saves the exact state and exits with 130, the shell's code for SIGINT.
+
+Each subcommand is a pair of functions, one adding its options and one
+running it, so a new option is one line in the first.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+from typing import Any, Callable, NoReturn, Optional, Sequence
+
+from graphc import ops, optim
+from graphc.compiler import compile as compile_graph
+from graphc.errors import GraphcError
+from graphc.ir.dot import to_dot
+from graphc.passes import optimize
+from graphc.passes.cost import estimate
+from graphc.runtime.step import CompiledStep
+from graphc.train import TrainConfig, Trainer, load_model_file, load_splits, make_optimizer
+from graphc.train.trainer import DATASETS, model_loss, model_output
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+SHOW_VIEWS = ("forward", "grad", "step", "source")
+FASHION_MNIST_TRAIN = 60_000
+
+
+class UsageError(GraphcError):
+    """A command line argparse rejected."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """Reports bad arguments as an exception, so they print as one line like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+# ------------------------------------------------------------------ arguments
+
+def _add_model_file(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model_file", metavar="MODEL_FILE",
+                        help="Python file defining model(x, training), optionally loss(output, y) and defaults")
+
+
+def _add_optimizer_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--optimizer", choices=sorted(optim.BY_NAME),
+                        help="optimizer (default: the model file's, else sgd)")
+    parser.add_argument("--lr", type=float, help="learning rate")
+
+
+def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_model_file(parser)
+    parser.add_argument("--dataset", choices=tuple(DATASETS), default="fashion-mnist")
+    parser.add_argument("--data", metavar="DIR", help="folder holding the data set's four IDX files")
+    parser.add_argument("--backend", choices=("numpy",), help="code generator (default numpy)")
+    _add_optimizer_options(parser)
+    parser.add_argument("--lr-decay", type=float, help="multiply the learning rate by this after each epoch")
+    parser.add_argument("--batch-size", type=int, help="examples per step (default 128)")
+    parser.add_argument("--epochs", type=int, help="passes over the training set (default 10)")
+    parser.add_argument("--seed", type=int, help="seeds initial weights, split, batch order, noise (default 0)")
+    parser.add_argument("--val-fraction", type=float,
+                        help="share of the training examples held out for validation (default 0.1; 0 for none)")
+    parser.add_argument("--patience", type=int,
+                        help="stop after this many epochs without a better validation accuracy, "
+                             "then restore the best epoch's parameters")
+    parser.add_argument("--out", metavar="DIR", help="where checkpoints and history go (default runs/<model>)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue exactly where the checkpoint in --out stopped (also after Ctrl-C)")
+    parser.add_argument("--limit", type=int, metavar="N", help="train on the first N training examples only")
+
+
+def _add_show_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_model_file(parser)
+    _add_optimizer_options(parser)
+    parser.add_argument("--view", choices=SHOW_VIEWS + ("all",),
+                        help="which view to print (default all, or none with --passes)")
+    parser.add_argument("--dot", metavar="FILE", help="write the gradient graph in Graphviz DOT format")
+    parser.add_argument("--passes", action="store_true",
+                        help="print the program before and after each optimization phase, and the step's cost")
+
+
+# ------------------------------------------------------------------ commands
+
+def _trainer_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The trainer options given on the command line (those left out keep the model file's)."""
+    names = ("optimizer", "lr", "lr_decay", "batch_size", "epochs", "seed", "val_fraction", "patience", "backend")
+    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+
+
+def run_train(args: argparse.Namespace) -> int:
+    model_file = load_model_file(args.model_file)
+    config = TrainConfig.from_options(model_file.defaults, _trainer_options(args))
+    data = load_splits(args.dataset, args.data, config.val_fraction, config.seed, args.limit)
+    out_dir = Path(args.out) if args.out else Path("runs") / model_file.name
+    trainer = Trainer(model_file.model, data, config, out_dir, loss=model_file.loss)
+    result = trainer.run(resume=args.resume)
+    print(f"history and checkpoint written to {out_dir}")
+    print(f"test accuracy: {result.test_accuracy:.4f}")
+    return 0
+
+
+def run_show(args: argparse.Namespace) -> int:
+    model_file = load_model_file(args.model_file)
+    config = TrainConfig.from_options(model_file.defaults, _trainer_options(args))
+    x, y = ops.input("x", (None, 784), "float32"), ops.input("y", (None,), "int32")
+    loss = model_loss(model_file.loss, model_output(model_file.model, x, training=True), y)
+    step = compile_graph(loss, make_optimizer(config, _fashion_mnist_steps_per_epoch(config)))
+    view = args.view or ("none" if args.passes else "all")
+    views = SHOW_VIEWS if view == "all" else () if view == "none" else (view,)
+    if args.passes:
+        _print_passes(step)
+    for view in views:
+        print(f"==== {view} ====")
+        print(step.show(view).rstrip("\n"))
+        print()
+    if args.dot:
+        Path(args.dot).write_text(to_dot(step.source_program.grads, title="grad") + "\n")
+        print(f"gradient graph written to {args.dot}")
+    return 0
+
+
+def _print_passes(step: CompiledStep) -> None:
+    before = step.source_program
+    _, report = optimize(before, keep_text=True)
+    print(f"==== before optimization: {len(before.nodes())} nodes ====")
+    print(before.format())
+    for phase in report.phases:
+        fired = ", ".join(f"{rule}×{count}" for rule, count in sorted(phase.fired.items())) or "nothing fired"
+        print(f"\n==== after {phase.name}: {phase.nodes_before} → {phase.nodes_after} nodes ({fired}) ====")
+        print(phase.text)
+    plan = step.plan
+    print(f"\n==== plan: {len(plan.buffers)} buffers, {len(plan.groups)} fused loops, "
+          f"{len(plan.in_place_updates)} variables updated in place ====")
+    for batch in (64, 128, 512):
+        print("cost " + estimate(plan, batch).format())
+    print()
+
+
+def _fashion_mnist_steps_per_epoch(config: TrainConfig) -> int:
+    """What ``train`` would use on the full training set, so ``show`` prints the same step."""
+    examples = FASHION_MNIST_TRAIN - int(FASHION_MNIST_TRAIN * config.val_fraction)
+    return math.ceil(examples / config.batch_size)
+
+
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
+    "train": ("train a model file on Fashion-MNIST or MNIST", _add_train_arguments, run_train),
+    "show": ("print the forward graph, gradient graph, optimized step and generated source",
+             _add_show_arguments, run_show),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="graphc", description="Compile and train neural networks declared as graphs.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (description, add_arguments, run) in COMMANDS.items():
+        sub = commands.add_parser(name, help=description, description=description)
+        add_arguments(sub)
+        sub.set_defaults(run=run)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return args.run(args)
+    except GraphcError as exc:
+        print(f"graphc: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        print(f"graphc: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt as exc:
+        print(f"graphc: {exc or 'interrupted'}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

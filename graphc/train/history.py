@@ -1,0 +1,115 @@
+"""The per-epoch record of a training run, and the files it is read from afterwards.
+
+A run leaves three views of the same records: CSV for spreadsheets and
+``pandas``, JSON for programs (and for the checkpoint, so a resumed run keeps
+its past), and a PNG of the loss and accuracy curves for people.  The plot is
+drawn on a bare Agg canvas instead of through ``pyplot``, so writing it never
+changes the plotting backend of the program that called the trainer.
+
+Timing fields are kept apart from the metrics because they are the only ones a
+replayed run does not reproduce exactly.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+TIMING_FIELDS = ("seconds", "examples_per_s")
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """What one epoch produced; a metric is None when its data split is empty."""
+
+    epoch: int  # counted from 1
+    lr: float
+    train_loss: float  # the mean of the batch losses seen while training this epoch
+    val_loss: Optional[float]
+    val_accuracy: Optional[float]
+    test_loss: Optional[float]
+    test_accuracy: Optional[float]
+    seconds: float  # training time of the epoch, evaluation excluded
+    examples_per_s: float
+
+
+FIELDS = tuple(f.name for f in fields(EpochRecord))
+
+
+class History:
+    def __init__(self, records: Sequence[EpochRecord] = ()):
+        self.records = list(records)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def append(self, record: EpochRecord) -> None:
+        self.records.append(record)
+
+    def to_dicts(self) -> list[dict[str, Any]]:
+        return [asdict(r) for r in self.records]
+
+    @classmethod
+    def from_dicts(cls, rows: Sequence[dict[str, Any]]) -> "History":
+        return cls([EpochRecord(**row) for row in rows])
+
+    def best_epoch(self) -> Optional[int]:
+        """The first epoch with the highest validation accuracy; None without validation."""
+        scored = [r for r in self.records if r.val_accuracy is not None]
+        if not scored:
+            return None
+        return max(scored, key=lambda r: (r.val_accuracy, -r.epoch)).epoch
+
+    def epochs_since_best(self) -> int:
+        best = self.best_epoch()
+        return 0 if best is None else len(self.records) - best
+
+    def write(self, directory: Path) -> list[Path]:
+        """history.csv, history.json and history.png in ``directory``; returns their paths."""
+        paths = [directory / "history.csv", directory / "history.json", directory / "history.png"]
+        write_csv(self, paths[0])
+        paths[1].write_text(json.dumps(self.to_dicts(), indent=1) + "\n")
+        plot(self, paths[2])
+        return paths
+
+
+def write_csv(history: History, path: Path) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=FIELDS)
+        writer.writeheader()
+        for row in history.to_dicts():
+            writer.writerow({k: "" if v is None else v for k, v in row.items()})
+
+
+def plot(history: History, path: Path) -> None:
+    """Loss curves on the left, accuracy curves on the right."""
+    # Imported here: matplotlib takes a noticeable fraction of a second to load,
+    # which ``graphc show`` and library users who never plot should not pay.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    figure = Figure(figsize=(10, 4), layout="constrained")
+    FigureCanvasAgg(figure)
+    loss_axes, accuracy_axes = figure.subplots(1, 2)
+    _curves(loss_axes, history, {"train_loss": "train", "val_loss": "validation", "test_loss": "test"}, "loss")
+    _curves(accuracy_axes, history, {"val_accuracy": "validation", "test_accuracy": "test"}, "accuracy")
+    for axes in (loss_axes, accuracy_axes):
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    figure.savefig(path, dpi=100)
+
+
+def _curves(axes: Any, history: History, series: dict[str, str], ylabel: str) -> None:
+    epochs = [r.epoch for r in history.records]
+    for field_name, label in series.items():
+        values = [getattr(r, field_name) for r in history.records]
+        if any(v is not None for v in values):
+            axes.plot(epochs, [math.nan if v is None else v for v in values], marker="o", label=label)
+    axes.set_xlabel("epoch")
+    axes.set_ylabel(ylabel)
+    axes.grid(alpha=0.3)
+    if axes.lines:
+        axes.legend()

@@ -1,0 +1,424 @@
+"""The training loop: epochs of compiled steps, evaluation, checkpoints and early stopping.
+
+The loop's one hard promise is that a run stopped and resumed is the run that
+was never stopped, bit for bit.  Everything that decides the numbers is either
+a pure function of (seed, epoch) — the data split, each epoch's batch order,
+the learning-rate schedule, which lives in the graph and reads the
+optimizer's step counter — or is held in the variable store and its random
+generator, which a checkpoint saves whole.  Ctrl-C is therefore honoured
+between two steps, never inside one (a step writes many variables in turn):
+the first press asks the loop to checkpoint the state after the current batch
+and stop, a second press interrupts at once.
+
+With early stopping (``patience``), validation accuracy is watched and at the
+end of the run the parameters of the best epoch are put back, so the final
+test accuracy is that of the model validation chose; ``best.npz`` keeps them
+across restarts.  Without early stopping the final model is the last epoch's.
+"""
+from __future__ import annotations
+
+import json
+import math
+import signal
+import threading
+import time
+from dataclasses import asdict, dataclass, field, fields
+from itertools import islice
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional
+
+import numpy as np
+from tqdm import tqdm
+
+from graphc import nn, ops, optim
+from graphc.compiler import compile as compile_graph
+from graphc.composites import softmax_cross_entropy
+from graphc.data import Batches, load_fashion_mnist, load_mnist, train_val_split
+from graphc.errors import CheckpointError, GraphcError
+from graphc.ir.graph import toposort
+from graphc.ir.node import Node
+from graphc.ir.shapes import fmt
+from graphc.runtime.store import Store
+from graphc.train import checkpoint
+from graphc.train.history import EpochRecord, History
+
+Model = Callable[..., Node]
+Loss = Callable[[Node, Node], Node]
+Log = Callable[[str], None]
+
+CHECKPOINT_NAME = "checkpoint.npz"
+BEST_NAME = "best.npz"
+EVAL_BATCH = 10_000  # rows per evaluation call, which bounds its memory
+
+
+class ConfigError(GraphcError, ValueError):
+    """Trainer options that cannot work together or are out of range."""
+
+
+class TrainingError(GraphcError):
+    """Training that cannot go on, such as a loss that became NaN."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C, after the state was saved; ``str()`` says where and how to resume."""
+
+
+# ------------------------------------------------------------------ options
+
+@dataclass
+class TrainConfig:
+    optimizer: str = "sgd"
+    lr: Optional[float] = None  # None: the optimizer's own default
+    lr_decay: float = 1.0  # the learning rate is multiplied by this after every epoch
+    batch_size: int = 128
+    epochs: int = 10
+    seed: int = 0
+    val_fraction: float = 0.1
+    patience: Optional[int] = None  # stop after this many epochs without a better validation accuracy
+    optimizer_options: dict[str, Any] = field(default_factory=dict)
+    backend: str = "numpy"
+
+    @classmethod
+    def from_options(cls, *layers: Mapping[str, Any]) -> "TrainConfig":
+        """Merge option dicts, later ones winning (model-file defaults, then command-line flags)."""
+        known = {f.name for f in fields(cls)}
+        merged: dict[str, Any] = {}
+        for layer in layers:
+            unknown = sorted(set(layer) - known)
+            if unknown:
+                raise ConfigError(f"unknown trainer option '{unknown[0]}'; known options: {', '.join(sorted(known))}")
+            merged.update(layer)
+        config = cls(**merged)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        _require(isinstance(self.batch_size, int) and self.batch_size >= 1,
+                 f"batch_size must be an integer >= 1, got {self.batch_size!r}")
+        _require(isinstance(self.epochs, int) and self.epochs >= 1,
+                 f"epochs must be an integer >= 1, got {self.epochs!r}")
+        _require(0.0 <= self.val_fraction < 1.0, f"val_fraction must lie in [0, 1), got {self.val_fraction!r}")
+        _require(self.lr_decay > 0, f"lr_decay must be positive, got {self.lr_decay!r}")
+        _require(self.patience is None or (isinstance(self.patience, int) and self.patience >= 1),
+                 f"patience must be an integer >= 1, got {self.patience!r}")
+        _require(self.patience is None or self.val_fraction > 0,
+                 "early stopping (patience) watches validation accuracy; set val_fraction above 0")
+
+    def replay_key(self) -> dict[str, Any]:
+        """The options a resumed run must share with the run that wrote the checkpoint
+        (only the number of epochs may change)."""
+        key = asdict(self)
+        del key["epochs"]
+        return key
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def base_lr(config: TrainConfig) -> float:
+    """The learning rate of the first epoch: the configured one, else the optimizer's default."""
+    if config.lr is not None:
+        return config.lr
+    return float(optim.make(config.optimizer, **config.optimizer_options).lr)
+
+
+def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> optim.Optimizer:
+    """The configured optimizer; with ``lr_decay`` its learning rate drops once per epoch."""
+    lr: Any = config.lr
+    if config.lr_decay != 1.0:
+        lr = optim.StepDecay(base_lr(config), every=steps_per_epoch, factor=config.lr_decay)
+    return optim.make(config.optimizer, lr, **config.optimizer_options)
+
+
+# ------------------------------------------------------------------ data
+
+@dataclass(frozen=True)
+class Splits:
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+    def sizes(self) -> dict[str, int]:
+        return {"train": len(self.x_train), "val": len(self.x_val), "test": len(self.x_test)}
+
+
+DATASETS = {"fashion-mnist": load_fashion_mnist, "mnist": load_mnist}
+
+
+def load_splits(dataset: str, data_dir: Optional[str], val_fraction: float, seed: int,
+                limit: Optional[int] = None) -> Splits:
+    """Train/validation/test arrays; ``limit`` keeps the first examples of the training file
+    (before the validation split); the test set is always whole."""
+    if dataset not in DATASETS:
+        raise ConfigError(f"unknown data set '{dataset}'; choose one of {', '.join(DATASETS)}")
+    if limit is not None and limit < 2:
+        raise ConfigError(f"limit must be at least 2 examples, got {limit}")
+    data = DATASETS[dataset](data_dir)
+    x, y = data.x_train[:limit], data.y_train[:limit]
+    x_train, y_train, x_val, y_val = train_val_split(x, y, val_fraction, seed)
+    return Splits(x_train, y_train, x_val, y_val, data.x_test, data.y_test)
+
+
+# ------------------------------------------------------------------ graphs
+
+def model_output(model: Model, x: Node, training: bool) -> Node:
+    output = model(x, training=training)
+    if not isinstance(output, Node):
+        raise GraphcError(f"model(x, training) returned {type(output).__name__}, not a graph node; "
+                          f"return the network's output (the logits)")
+    return output
+
+
+def model_loss(loss: Loss, output: Node, y: Node) -> Node:
+    value = loss(output, y)
+    if not isinstance(value, Node) or value.shape != ():
+        found = f"shape {fmt(value.shape)}" if isinstance(value, Node) else type(value).__name__
+        raise GraphcError(f"loss(output, y) must return a scalar graph node, got {found}; "
+                          f"average the per-example losses (gc.mean)")
+    return value
+
+
+def inputs_like(x: np.ndarray, y: np.ndarray) -> tuple[Node, Node]:
+    """Graph inputs ``x`` and ``y`` shaped like one batch of the arrays (any batch size)."""
+    return (ops.input("x", (None,) + x.shape[1:], x.dtype.name),
+            ops.input("y", (None,) + y.shape[1:], y.dtype.name))
+
+
+def describe_model(model: Model, x: Node, output: Node) -> str:
+    """The model's layers (for modules) or parameters (for functions), shapes and counts."""
+    head = f"input x: {fmt(x.shape)} -> output: {fmt(output.shape)}"
+    if isinstance(model, nn.Module):
+        return head + "\n" + nn.summary(model)
+    params = [n for n in toposort([output]) if n.op == "param"]
+    width = max([len(p.name) for p in params] + [len("parameter")])
+    rows = [f"{'parameter':<{width}}  {'shape':<14} {'count':>10}"]
+    rows += [f"{p.name:<{width}}  {fmt(p.shape):<14} {math.prod(p.shape):>10,}" for p in params]
+    rows.append(f"trainable parameters: {sum(math.prod(p.shape) for p in params):,}")
+    return "\n".join([head] + rows)
+
+
+# ------------------------------------------------------------------ progress
+
+@dataclass
+class Progress:
+    """Where the run stands: epochs completed, and how far into the next one."""
+
+    epoch: int = 0
+    batch: int = 0
+    loss_sum: float = 0.0  # Σ batch loss × batch size over the batches done this epoch
+    examples: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class TrainResult:
+    history: History
+    test_loss: Optional[float]
+    test_accuracy: Optional[float]
+    stopped_early: bool
+    best_epoch: Optional[int]
+    checkpoint: Path
+
+
+class _DeferredInterrupt:
+    """Turns the first Ctrl-C into a request the loop honours between steps."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+        self._installed = False
+
+    def __enter__(self) -> "_DeferredInterrupt":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._request)
+            self._installed = True
+        return self
+
+    def _request(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._installed:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+# ------------------------------------------------------------------ the trainer
+
+class Trainer:
+    def __init__(self, model: Model, data: Splits, config: TrainConfig, out_dir: str | Path,
+                 loss: Loss = softmax_cross_entropy, log: Log = print, progress_bar: bool = True):
+        config.validate()
+        if config.patience is not None and len(data.x_val) == 0:
+            raise ConfigError("early stopping needs validation examples, but the validation split is empty; "
+                              "raise val_fraction or the number of training examples")
+        self.config, self.data, self.out_dir = config, data, Path(out_dir)
+        self.log, self.progress_bar = log, progress_bar
+        self.store = Store(config.seed)
+        self.batches = Batches(data.x_train, data.y_train, config.batch_size, config.seed)
+        self._compile(model, loss)
+
+    def _compile(self, model: Model, loss: Loss) -> None:
+        """The train step, and the inference function (outputs and loss) sharing its variables."""
+        x, y = inputs_like(self.data.x_train, self.data.y_train)
+        train_output = model_output(model, x, training=True)
+        self.summary = describe_model(model, x, train_output)
+        optimizer = make_optimizer(self.config, steps_per_epoch=len(self.batches))
+        self.step = compile_graph(model_loss(loss, train_output, y), optimizer, state=self.store,
+                                  backend=self.config.backend)
+        eval_output = model_output(model, x, training=False)
+        self.evaluate_step = compile_graph({"output": eval_output, "loss": model_loss(loss, eval_output, y)},
+                                           state=self.store, backend=self.config.backend)
+
+    def lr_of_epoch(self, epoch: int) -> float:
+        """The learning rate during epoch ``epoch`` (counted from 0)."""
+        return base_lr(self.config) * self.config.lr_decay ** epoch
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out_dir / CHECKPOINT_NAME
+
+    # ---- the run ------------------------------------------------------------
+    def run(self, resume: bool = False) -> TrainResult:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.log(self.summary)
+        self._initialize_variables()
+        progress, history = self._resume() if resume else (Progress(), History())
+        with _DeferredInterrupt() as interrupt:
+            while progress.epoch < self.config.epochs and not self._should_stop(history):
+                self._train_epoch(progress, history, interrupt)
+                progress = self._finish_epoch(progress, history)
+                if interrupt.requested:
+                    raise TrainingInterrupted(f"interrupted after epoch {progress.epoch}; the checkpoint "
+                                              f"{self.checkpoint_path} holds it, continue with --resume")
+        return self._result(history)
+
+    def _initialize_variables(self) -> None:
+        """Create every variable now (not at the first step), so a checkpoint can be checked
+        against them and loaded into them."""
+        for compiled in (self.step, self.evaluate_step):
+            compiled.materialize()
+
+    def _should_stop(self, history: History) -> bool:
+        return self.config.patience is not None and history.epochs_since_best() >= self.config.patience
+
+    def _train_epoch(self, progress: Progress, history: History, interrupt: _DeferredInterrupt) -> None:
+        epoch = progress.epoch
+        remaining = islice(self.batches.epoch(epoch), progress.batch, None)
+        with tqdm(total=len(self.batches), initial=progress.batch, unit="batch", leave=False,
+                  desc=f"epoch {epoch + 1}/{self.config.epochs}", disable=not self.progress_bar) as bar:
+            tick = time.perf_counter()
+            for xb, yb in remaining:
+                loss = float(self.step(x=xb, y=yb))
+                now = time.perf_counter()
+                self._account(progress, loss, len(xb), now - tick)
+                tick = now
+                bar.update()
+                bar.set_postfix(loss=f"{progress.loss_sum / progress.examples:.4f}",
+                                ex_per_s=f"{progress.examples / progress.seconds:,.0f}", refresh=False)
+                if interrupt.requested:
+                    self._save_checkpoint(progress, history)
+                    raise TrainingInterrupted(
+                        f"interrupted in epoch {epoch + 1} after batch {progress.batch}; the checkpoint "
+                        f"{self.checkpoint_path} holds that state exactly, continue with --resume")
+
+    def _account(self, progress: Progress, loss: float, examples: int, seconds: float) -> None:
+        if not math.isfinite(loss):
+            raise TrainingError(f"the training loss became {loss} in epoch {progress.epoch + 1}, batch "
+                                f"{progress.batch + 1}; lower the learning rate "
+                                f"(now {self.lr_of_epoch(progress.epoch):g})")
+        progress.batch += 1
+        progress.loss_sum += loss * examples
+        progress.examples += examples
+        progress.seconds += seconds
+
+    def _finish_epoch(self, progress: Progress, history: History) -> Progress:
+        """Evaluate, record, save; returns the progress at the start of the next epoch."""
+        record = self._record(progress)
+        history.append(record)
+        done = Progress(epoch=progress.epoch + 1)
+        if self.config.patience is not None and history.best_epoch() == record.epoch:
+            checkpoint.save(self.out_dir / BEST_NAME, self.store, self._progress_extra(done, history))
+        self._save_checkpoint(done, history)
+        history.write(self.out_dir)
+        self.log(_epoch_line(record, self.config.epochs))
+        return done
+
+    def _record(self, progress: Progress) -> EpochRecord:
+        val_loss, val_accuracy = self.evaluate(self.data.x_val, self.data.y_val)
+        test_loss, test_accuracy = self.evaluate(self.data.x_test, self.data.y_test)
+        return EpochRecord(
+            epoch=progress.epoch + 1, lr=self.lr_of_epoch(progress.epoch),
+            train_loss=progress.loss_sum / progress.examples,
+            val_loss=val_loss, val_accuracy=val_accuracy, test_loss=test_loss, test_accuracy=test_accuracy,
+            seconds=progress.seconds, examples_per_s=progress.examples / progress.seconds)
+
+    def evaluate(self, x: np.ndarray, y: np.ndarray) -> tuple[Optional[float], Optional[float]]:
+        """Mean loss and accuracy of the inference graph on ``(x, y)``; (None, None) when empty."""
+        if len(x) == 0:
+            return None, None
+        loss_sum, correct = 0.0, 0
+        for start in range(0, len(x), EVAL_BATCH):
+            xb, yb = x[start:start + EVAL_BATCH], y[start:start + EVAL_BATCH]
+            result = self.evaluate_step(x=xb, y=yb)
+            loss_sum += float(result["loss"]) * len(xb)
+            labels = yb if yb.ndim == 1 else np.argmax(yb, axis=-1)
+            correct += int(np.count_nonzero(np.argmax(result["output"], axis=-1) == labels))
+        return loss_sum / len(x), correct / len(x)
+
+    # ---- checkpoints ------------------------------------------------------------
+    def _progress_extra(self, progress: Progress, history: History) -> dict[str, Any]:
+        return {"progress": asdict(progress), "history": history.to_dicts(),
+                "config": self.config.replay_key(), "data": self.data.sizes()}
+
+    def _save_checkpoint(self, progress: Progress, history: History) -> None:
+        checkpoint.save(self.checkpoint_path, self.store, self._progress_extra(progress, history))
+
+    def _resume(self) -> tuple[Progress, History]:
+        path = self.checkpoint_path
+        if not path.exists():
+            raise CheckpointError(f"nothing to resume: {path} does not exist; train without --resume to start")
+        saved = checkpoint.load(path)
+        self._check_same_run(saved.extra, path)
+        checkpoint.restore(self.store, saved, path)
+        progress = Progress(**saved.extra["progress"])
+        self.log(f"resuming from {path}: {progress.epoch} epochs done"
+                 + (f", {progress.batch} batches into the next" if progress.batch else ""))
+        return progress, History.from_dicts(saved.extra["history"])
+
+    def _check_same_run(self, extra: Mapping[str, Any], path: Path) -> None:
+        for what, current in (("config", self.config.replay_key()), ("data", self.data.sizes())):
+            now = json.loads(json.dumps(current))  # as the checkpoint recorded it: tuples become lists
+            then = extra.get(what, {})
+            for key in sorted(set(now) | set(then)):
+                if now.get(key) != then.get(key):
+                    raise CheckpointError(
+                        f"{path} was written with {what} {key}={then.get(key)!r} but this run has "
+                        f"{key}={now.get(key)!r}; a resumed run must repeat the original options "
+                        f"(only epochs may change)")
+
+    def _result(self, history: History) -> TrainResult:
+        best = history.best_epoch()
+        if self.config.patience is not None and best != len(history):
+            best_path = self.out_dir / BEST_NAME
+            checkpoint.restore(self.store, checkpoint.load(best_path), best_path)
+            self.log(f"restored the parameters of epoch {best}, the best on validation")
+        test_loss, test_accuracy = self.evaluate(self.data.x_test, self.data.y_test)
+        return TrainResult(history, test_loss, test_accuracy, self._should_stop(history), best,
+                           self.checkpoint_path)
+
+
+def _epoch_line(record: EpochRecord, epochs: int) -> str:
+    parts = [f"epoch {record.epoch}/{epochs}", f"lr {record.lr:.3g}", f"train loss {record.train_loss:.4f}"]
+    if record.val_accuracy is not None:
+        parts.append(f"val acc {record.val_accuracy:.4f}")
+    if record.test_accuracy is not None:
+        parts.append(f"test acc {record.test_accuracy:.4f}")
+    parts.append(f"{record.seconds:.2f}s ({record.examples_per_s:,.0f} ex/s)")
+    return "  ".join(parts)

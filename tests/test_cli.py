@@ -1,0 +1,161 @@
+"""Tests of the ``graphc`` command line, run in-process through ``graphc.cli.main``."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from graphc.cli import EXIT_INTERRUPTED, EXIT_USAGE, main
+from graphc.data import load_fashion_mnist
+from graphc.errors import DataError
+from graphc.train import checkpoint
+from graphc.train import trainer as trainer_module
+
+from test_train import InterruptingBatches
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def fashion_mnist_installed() -> bool:
+    try:
+        load_fashion_mnist()
+    except DataError:
+        return False
+    return True
+
+
+needs_fashion_mnist = pytest.mark.skipif(not fashion_mnist_installed(), reason="Fashion-MNIST is not installed")
+
+
+def error_lines(stderr: str) -> list[str]:
+    """The messages the CLI printed (progress bars share stderr)."""
+    return [line for line in stderr.splitlines() if line.startswith("graphc:")]
+
+
+def assert_clean_error(capsys: pytest.CaptureFixture[str], code: int, *fragments: str) -> str:
+    err = capsys.readouterr().err
+    assert code == EXIT_USAGE
+    assert "Traceback" not in err
+    assert err.startswith("graphc: error: ")
+    assert len(error_lines(err)) == 1
+    for fragment in fragments:
+        assert fragment in err
+    return err
+
+
+# ------------------------------------------------------------------ show
+
+def test_show_prints_forward_gradient_and_source(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["show", str(EXAMPLES / "mlp.py")]) == 0
+    out = capsys.readouterr().out
+    sections = re.split(r"^==== (\w+) ====$", out, flags=re.M)[1:]
+    views = dict(zip(sections[::2], sections[1::2]))
+    assert {"forward", "grad", "source"} <= views.keys()
+    assert "matmul x dense0.W" in views["forward"]
+    assert "∂" in views["grad"]  # gradient nodes name the forward node whose rule built them
+    assert "def bind(" in views["source"]
+
+
+def test_show_writes_the_gradient_graph_as_dot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    dot = tmp_path / "grad.dot"
+    assert main(["show", str(EXAMPLES / "explicit_mlp.py"), "--view", "forward", "--dot", str(dot)]) == 0
+    text = dot.read_text()
+    assert text.startswith("digraph") and "W1" in text and "->" in text
+    assert "==== grad ====" not in capsys.readouterr().out
+
+
+def test_shape_mistake_names_the_op_the_shapes_and_the_line(capsys: pytest.CaptureFixture[str]) -> None:
+    source = EXAMPLES / "broken_shape.py"
+    line = next(i for i, text in enumerate(source.read_text().splitlines(), 1) if "hidden @ W2" in text)
+    code = main(["show", str(source)])
+    assert_clean_error(capsys, code, "matmul", "[N,256]", "[265,10]", f"broken_shape.py:{line}")
+
+
+def test_explicit_mlp_names_its_hand_made_parameters(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["show", str(EXAMPLES / "explicit_mlp.py"), "--view", "forward"]) == 0
+    out = capsys.readouterr().out
+    assert "matmul x W1" in out and "W2" in out
+
+
+# ------------------------------------------------------------------ errors
+
+@pytest.mark.parametrize("argv, fragment", [
+    ([], "required"),
+    (["frobnicate"], "frobnicate"),
+    (["train"], "MODEL_FILE"),
+    (["train", "examples/mlp.py", "--epochs", "many"], "--epochs"),
+    (["show", "examples/mlp.py", "--view", "everything"], "--view"),
+])
+def test_bad_arguments_give_one_line(argv: list[str], fragment: str, capsys: pytest.CaptureFixture[str]) -> None:
+    err = assert_clean_error(capsys, main(argv), fragment)
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_missing_model_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "nope.py"
+    assert_clean_error(capsys, main(["train", str(missing)]), str(missing), "does not exist")
+
+
+def test_model_file_without_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "empty_model.py"
+    path.write_text("import graphc as gc\nlayers = 3\n")
+    assert_clean_error(capsys, main(["show", str(path)]), "empty_model.py", "`model` is not defined")
+
+
+def test_unknown_option_in_model_defaults(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "odd_defaults.py"
+    path.write_text("from graphc import nn\nmodel = nn.Dense(10)\ndefaults = {'learning_rate': 0.1}\n")
+    assert_clean_error(capsys, main(["show", str(path)]), "learning_rate")
+
+
+def test_missing_data_is_one_clean_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["train", str(EXAMPLES / "mlp.py"), "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path)])
+    err = assert_clean_error(capsys, code, "Fashion-MNIST not found", "nowhere")
+    assert len(err.strip().splitlines()) == 1
+
+
+# ------------------------------------------------------------------ train
+
+@needs_fashion_mnist
+def test_train_writes_history_plot_and_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    assert main(["train", str(EXAMPLES / "mlp.py"), "--limit", "2000", "--epochs", "1", "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert "dense0" in "\n".join(lines)  # the model summary
+    final = re.fullmatch(r"test accuracy: (0\.\d{4})", lines[-1])
+    assert final is not None
+    history = json.loads((out / "history.json").read_text())
+    assert len(history) == 1 and history[0]["test_accuracy"] == pytest.approx(float(final.group(1)), abs=5e-5)
+    assert (out / "history.csv").is_file() and (out / "history.png").is_file()
+    saved = checkpoint.load(out / "checkpoint.npz")
+    assert saved.extra["progress"]["epoch"] == 1
+    assert saved.extra["data"]["train"] == 1800  # --limit 2000 minus the default 10% held out
+
+
+@needs_fashion_mnist
+def test_ctrl_c_exits_130_and_resume_finishes(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    argv = ["train", str(EXAMPLES / "mlp.py"), "--limit", "600", "--epochs", "2", "--batch-size", "100",
+            "--out", str(tmp_path)]
+    with monkeypatch.context() as patch:
+        patch.setattr(trainer_module, "Batches", InterruptingBatches)
+        assert main(argv) == EXIT_INTERRUPTED
+    messages = error_lines(capsys.readouterr().err)
+    assert len(messages) == 1 and "--resume" in messages[0]
+    assert main(argv + ["--resume"]) == 0
+    assert "test accuracy:" in capsys.readouterr().out
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert [row["epoch"] for row in history] == [1, 2]
+    assert np.isfinite([row["train_loss"] for row in history]).all()
+
+
+def test_module_entry_point_runs() -> None:
+    done = subprocess.run([sys.executable, "-m", "graphc.cli", "--help"], capture_output=True, text=True,
+                          cwd=EXAMPLES.parent, timeout=60)
+    assert done.returncode == 0
+    assert "train" in done.stdout and "show" in done.stdout

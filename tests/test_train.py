@@ -1,0 +1,301 @@
+"""Tests of the trainer: exact resume, checkpoint safety, early stopping, history files.
+
+The training runs here are tiny (a few hundred synthetic examples, a small
+network), except one end-to-end run on real Fashion-MNIST.  The models use
+input noise, batch norm and Adam on purpose: random draws, running statistics
+and optimizer moments are exactly what a resumed run must restore.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import signal
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import numpy as np
+import pytest
+
+import graphc as gc
+from graphc import nn
+from graphc.data import Batches, load_fashion_mnist
+from graphc.errors import CheckpointError, DataError
+from graphc.train import ConfigError, History, Splits, TrainConfig, Trainer, TrainingInterrupted, checkpoint
+from graphc.train import trainer as trainer_module
+from graphc.train.history import TIMING_FIELDS
+
+FEATURES, CLASSES = 12, 3
+
+
+def blobs(n: int, seed: int, shuffle_labels: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Three Gaussian clusters: learnable, but not perfectly, in a few epochs."""
+    rng = np.random.default_rng(seed)
+    centers = np.random.default_rng(123).normal(0.0, 1.0, (CLASSES, FEATURES))
+    y = rng.integers(0, CLASSES, n).astype(np.int32)
+    x = (centers[y] + rng.normal(0.0, 1.5, (n, FEATURES))).astype(np.float32)
+    if shuffle_labels:
+        y = rng.permutation(y)
+    return x, y
+
+
+def splits(random_val_labels: bool = False) -> Splits:
+    x_train, y_train = blobs(240, seed=1)
+    x_val, y_val = blobs(60, seed=2, shuffle_labels=random_val_labels)
+    x_test, y_test = blobs(90, seed=3)
+    return Splits(x_train, y_train, x_val, y_val, x_test, y_test)
+
+
+def noisy_bn_net(width: int = 16) -> nn.Module:
+    return nn.Sequential(nn.GaussianNoise(0.3), nn.Dense(width, init="he"), nn.BatchNorm(), nn.relu,
+                         nn.Dense(CLASSES))
+
+
+def make_trainer(out: Path, epochs: int, data: Optional[Splits] = None, net: Optional[nn.Module] = None,
+                 **options: Any) -> Trainer:
+    config = TrainConfig.from_options({"optimizer": "adam", "lr": 0.01, "lr_decay": 0.9, "batch_size": 32,
+                                       "epochs": epochs, "seed": 7, **options})
+    return Trainer(net or noisy_bn_net(), data or splits(), config, out, log=lambda line: None,
+                   progress_bar=False)
+
+
+def assert_same_state(a: Trainer, b: Trainer) -> None:
+    assert a.store.values.keys() == b.store.values.keys()
+    for name, value in a.store.values.items():
+        assert np.array_equal(value, b.store.values[name]), name
+    assert a.store.rng.bit_generator.state == b.store.rng.bit_generator.state
+
+
+def metrics(history: History) -> list[dict[str, Any]]:
+    """The records without wall-clock fields, which no replay reproduces."""
+    return [{k: v for k, v in row.items() if k not in TIMING_FIELDS} for row in history.to_dicts()]
+
+
+def test_checkpoint_holds_parameters_optimizer_state_and_running_statistics(tmp_path: Path) -> None:
+    net = noisy_bn_net()
+    trainer = make_trainer(tmp_path, epochs=1, net=net)
+    trainer.run()
+    saved = checkpoint.load(trainer.checkpoint_path).variables
+    assert net.states(), "the test model should hold running statistics"
+    assert {v.name for v in net.parameters() + net.states()} <= saved.keys()
+    assert any(name.startswith("adam.") for name in saved)
+    assert saved.keys() == trainer.store.values.keys()
+    for name, value in trainer.store.values.items():
+        assert np.array_equal(saved[name], value), name
+
+
+# ------------------------------------------------------------------ resume
+
+def test_resume_at_epoch_boundary_is_bit_for_bit(tmp_path: Path) -> None:
+    straight = make_trainer(tmp_path / "straight", epochs=3)
+    straight_result = straight.run()
+
+    make_trainer(tmp_path / "stopped", epochs=2).run()
+    resumed = make_trainer(tmp_path / "stopped", epochs=3)
+    resumed_result = resumed.run(resume=True)
+
+    assert_same_state(straight, resumed)
+    assert len(resumed_result.history) == 3
+    assert metrics(resumed_result.history) == metrics(straight_result.history)
+    assert resumed_result.test_accuracy == straight_result.test_accuracy
+
+
+class InterruptingBatches(Batches):
+    """Batches that deliver SIGINT, as Ctrl-C would, just before one chosen batch."""
+
+    at: tuple[int, int] = (1, 3)  # (epoch, batch)
+
+    def epoch(self, index: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for i, batch in enumerate(super().epoch(index)):
+            if (index, i) == self.at:
+                signal.raise_signal(signal.SIGINT)
+            yield batch
+
+
+def test_ctrl_c_mid_epoch_saves_a_state_that_resumes_bit_for_bit(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    straight = make_trainer(tmp_path / "straight", epochs=3)
+    straight_result = straight.run()
+
+    with monkeypatch.context() as patch:
+        patch.setattr(trainer_module, "Batches", InterruptingBatches)
+        interrupted = make_trainer(tmp_path / "stopped", epochs=3)
+        with pytest.raises(TrainingInterrupted, match="--resume"):
+            interrupted.run()
+    saved = checkpoint.load(interrupted.checkpoint_path).extra["progress"]
+    assert (saved["epoch"], saved["batch"]) == (1, InterruptingBatches.at[1] + 1)
+
+    resumed = make_trainer(tmp_path / "stopped", epochs=3)
+    resumed_result = resumed.run(resume=True)
+    assert_same_state(straight, resumed)
+    assert metrics(resumed_result.history) == metrics(straight_result.history)
+
+
+def test_ctrl_c_leaves_the_previous_sigint_handler_in_place(tmp_path: Path) -> None:
+    before = signal.getsignal(signal.SIGINT)
+    make_trainer(tmp_path, epochs=1).run()
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_resume_refuses_other_options(tmp_path: Path) -> None:
+    make_trainer(tmp_path, epochs=1).run()
+    with pytest.raises(CheckpointError, match="batch_size=32.*batch_size=16"):
+        make_trainer(tmp_path, epochs=2, batch_size=16).run(resume=True)
+
+
+def test_resume_without_checkpoint_says_so(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="nothing to resume"):
+        make_trainer(tmp_path, epochs=1).run(resume=True)
+
+
+# ------------------------------------------------------------------ checkpoint files
+
+def small_store(width: int, fill: float) -> gc.Store:
+    store = gc.Store(seed=0)
+    store.values["dense.W"] = np.full((FEATURES, width), fill, np.float32)
+    store.values["dense.b"] = np.full((width,), fill, np.float32)
+    return store
+
+
+def test_checkpoint_round_trip_restores_values_and_generator(tmp_path: Path) -> None:
+    path = tmp_path / "c.npz"
+    source = small_store(4, fill=1.5)
+    source.rng.normal(size=3)  # move the generator off its initial state
+    checkpoint.save(path, source, {"epoch": 2})
+    target = small_store(4, fill=0.0)
+    saved = checkpoint.load(path)
+    checkpoint.restore(target, saved, path)
+    assert saved.extra == {"epoch": 2}
+    for name in source.values:
+        assert np.array_equal(target.values[name], source.values[name])
+    assert np.array_equal(target.rng.normal(size=5), source.rng.normal(size=5))
+
+
+def test_failed_write_keeps_the_old_checkpoint_and_no_temporary_file(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "checkpoint.npz"
+    checkpoint.save(path, small_store(4, fill=1.0), {"epoch": 1})
+    old_bytes = path.read_bytes()
+
+    def failing_fsync(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoint.os, "fsync", failing_fsync)
+    with pytest.raises(CheckpointError, match="No space left"):
+        checkpoint.save(path, small_store(4, fill=2.0), {"epoch": 2})
+    assert path.read_bytes() == old_bytes
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.npz"]
+
+
+def test_checkpoint_of_another_model_names_the_variable_and_both_shapes(tmp_path: Path) -> None:
+    make_trainer(tmp_path, epochs=1, net=noisy_bn_net(width=8)).run()
+    wider_net = noisy_bn_net(width=9)
+    with pytest.raises(CheckpointError) as info:
+        make_trainer(tmp_path, epochs=1, net=wider_net).run(resume=True)
+    assert f"'{wider_net.parameters()[0].name}'" in str(info.value)
+    assert f"[{FEATURES}, 9]" in str(info.value) and f"[{FEATURES}, 8]" in str(info.value)
+
+
+def test_checkpoint_missing_and_extra_variables_are_named(tmp_path: Path) -> None:
+    path = tmp_path / "c.npz"
+    checkpoint.save(path, small_store(4, fill=1.0), {})
+    saved = checkpoint.load(path)
+    fewer = small_store(4, fill=0.0)
+    del fewer.values["dense.b"]
+    with pytest.raises(CheckpointError, match=r"'dense.b' is absent in the model but float32\[4\]"):
+        checkpoint.restore(fewer, saved, path)
+    more = small_store(4, fill=0.0)
+    more.values["extra"] = np.zeros(2, np.float32)
+    with pytest.raises(CheckpointError, match=r"'extra' is float32\[2\] in the model but absent"):
+        checkpoint.restore(more, saved, path)
+
+
+UNPICKLED: list[str] = []
+
+
+def record_unpickling(tag: str) -> str:
+    UNPICKLED.append(tag)
+    return tag
+
+
+class PickleTrap:
+    """Unpickling this object runs ``record_unpickling``: the side effect a malicious file would have."""
+
+    def __reduce__(self) -> tuple:
+        return (record_unpickling, ("ran",))
+
+
+def test_loading_never_unpickles(tmp_path: Path) -> None:
+    path = tmp_path / "evil.npz"
+    meta = json.dumps({"format": checkpoint.FORMAT, "rng": {}, "extra": {}})
+    np.savez(path, meta=np.array(meta), **{"var/W": np.array([PickleTrap()], dtype=object)})
+    with pytest.raises(CheckpointError, match="pickled"):
+        checkpoint.load(path)
+    assert UNPICKLED == []
+
+
+def test_a_file_that_is_not_a_checkpoint_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "junk.npz"
+    path.write_bytes(b"not a zip file at all")
+    with pytest.raises(CheckpointError, match="junk.npz"):
+        checkpoint.load(path)
+
+
+# ------------------------------------------------------------------ early stopping, history
+
+def test_early_stopping_stops_and_restores_the_best_epoch(tmp_path: Path) -> None:
+    # Validation labels are shuffled, so validation accuracy wanders instead of improving.
+    data = splits(random_val_labels=True)
+    stopped = make_trainer(tmp_path / "stopped", epochs=12, data=data, patience=2)
+    result = stopped.run()
+    best = result.history.best_epoch()
+    assert result.stopped_early
+    assert len(result.history) == best + 2 < 12
+
+    reference = make_trainer(tmp_path / "reference", epochs=best, data=data)
+    reference.run()
+    assert_same_state(stopped, reference)
+    assert result.test_accuracy == result.history.records[best - 1].test_accuracy
+
+
+def test_history_files_and_plot_are_written(tmp_path: Path) -> None:
+    result = make_trainer(tmp_path, epochs=2).run()
+    with (tmp_path / "history.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(row["epoch"]) for row in rows] == [1, 2]
+    assert [float(row["test_accuracy"]) for row in rows] == [r.test_accuracy for r in result.history.records]
+    assert json.loads((tmp_path / "history.json").read_text()) == result.history.to_dicts()
+    assert (tmp_path / "history.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "checkpoint.npz").is_file()
+
+
+def test_learning_rate_decays_each_epoch(tmp_path: Path) -> None:
+    result = make_trainer(tmp_path, epochs=3, lr=0.02, lr_decay=0.5).run()
+    assert [r.lr for r in result.history.records] == pytest.approx([0.02, 0.01, 0.005])
+
+
+@pytest.mark.parametrize("options, complaint", [
+    ({"patience": 2, "val_fraction": 0.0}, "validation"),
+    ({"batch_size": 0}, "batch_size"),
+    ({"epochs": 0}, "epochs"),
+    ({"momentum": 0.9}, "unknown trainer option 'momentum'"),
+])
+def test_bad_options_are_refused(options: dict[str, Any], complaint: str) -> None:
+    with pytest.raises(ConfigError, match=complaint):
+        TrainConfig.from_options(options)
+
+
+# ------------------------------------------------------------------ end to end
+
+@pytest.mark.slow
+def test_mlp_learns_fashion_mnist(tmp_path: Path) -> None:
+    try:
+        data = load_fashion_mnist()
+    except DataError as exc:
+        pytest.skip(f"Fashion-MNIST is not installed: {exc}")
+    empty_x, empty_y = data.x_train[:0], data.y_train[:0]
+    split = Splits(data.x_train[:10_000], data.y_train[:10_000], empty_x, empty_y, data.x_test, data.y_test)
+    config = TrainConfig(optimizer="sgd", lr=0.1, lr_decay=0.7, batch_size=32, epochs=5, val_fraction=0.0)
+    net = nn.Sequential(nn.Dense(256, init="he"), nn.relu, nn.Dense(10))
+    result = Trainer(net, split, config, tmp_path, log=lambda line: None, progress_bar=False).run()
+    assert len(data.x_test) == 10_000
+    assert result.test_accuracy > 0.80
