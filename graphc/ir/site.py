@@ -46,19 +46,38 @@ class Origin:
 
 _origin: Optional[Origin] = None
 _site_override: Optional[Site] = None
+_layer_calls: dict[int, Site] = {}  # id of a layer's __call__ frame → the line that declared the layer
 
 
 def user_site() -> Optional[Site]:
-    """The innermost stack frame outside the graphc package."""
+    """The innermost stack frame outside the graphc package — or, if a layer call comes
+    first, the line where that layer was declared: a node built by ``Dense(256)`` inside
+    a ``Sequential`` belongs to the line that wrote ``Dense(256)``."""
     if _site_override is not None:
         return _site_override
     frame = sys._getframe(1)
     while frame is not None:
+        declared = _layer_calls.get(id(frame))
+        if declared is not None:
+            return declared
         filename = frame.f_code.co_filename
         if not filename.startswith(_SKIP_PREFIXES):
             return Site(filename, frame.f_lineno)
         frame = frame.f_back
     return None
+
+
+@contextmanager
+def layer_call(declared: Optional[Site]) -> Iterator[None]:
+    """Mark the calling frame (a layer's ``__call__``) as built at ``declared``."""
+    caller = sys._getframe(2)  # skip this generator's frame and contextlib's __enter__
+    key = id(caller)
+    if declared is not None:
+        _layer_calls[key] = declared
+    try:
+        yield
+    finally:
+        _layer_calls.pop(key, None)
 
 
 def current_origin() -> Optional[Origin]:

@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterator, Mapping, Optional
 from graphc import composites, ops
 from graphc.errors import GraphcError
 from graphc.ir.node import Node
+from graphc.ir.site import layer_call, user_site
 from graphc.ir.shapes import Shape
 
 
@@ -30,9 +31,11 @@ class Module:
         self.output_shape: Optional[Shape] = None
         self._params: list[Node] = []
         self._state: list[Node] = []
+        self.declared_at = user_site()
 
     def __call__(self, x: Node, training: bool = True) -> Node:
-        y = self.forward(x, training)
+        with layer_call(self.declared_at):
+            y = self.forward(x, training)
         self.output_shape = y.shape
         return y
 
