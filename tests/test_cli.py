@@ -11,25 +11,15 @@ import numpy as np
 import pytest
 
 from graphc.cli import EXIT_INTERRUPTED, EXIT_USAGE, main
-from graphc.data import load_fashion_mnist
-from graphc.errors import DataError
 from graphc.train import checkpoint
 from graphc.train import trainer as trainer_module
 
+from support import needs_fashion_mnist
 from test_train import InterruptingBatches
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
-def fashion_mnist_installed() -> bool:
-    try:
-        load_fashion_mnist()
-    except DataError:
-        return False
-    return True
-
-
-needs_fashion_mnist = pytest.mark.skipif(not fashion_mnist_installed(), reason="Fashion-MNIST is not installed")
 
 
 def error_lines(stderr: str) -> list[str]:
