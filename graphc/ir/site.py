@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _SKIP_PREFIXES = (_PACKAGE_DIR + os.sep, "<frozen ")
+_ENTRY_POINT = os.sep + "graphc"  # the installed `graphc` command is graphc's own frame too
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,9 @@ class Site:
         return f"{os.path.basename(self.filename)}:{self.lineno}"
 
     def __str__(self) -> str:
-        return f"{self.filename}:{self.lineno}"
+        """The path relative to the working directory when it lies below it, as a user typed it."""
+        path = os.path.relpath(self.filename) if self.filename.startswith(os.getcwd() + os.sep) else self.filename
+        return f"{path}:{self.lineno}"
 
 
 @dataclass(frozen=True)
@@ -61,7 +64,7 @@ def user_site() -> Optional[Site]:
         if declared is not None:
             return declared
         filename = frame.f_code.co_filename
-        if not filename.startswith(_SKIP_PREFIXES):
+        if not filename.startswith(_SKIP_PREFIXES) and not filename.endswith(_ENTRY_POINT):
             return Site(filename, frame.f_lineno)
         frame = frame.f_back
     return None
