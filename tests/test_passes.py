@@ -85,6 +85,16 @@ def test_canonical_rules_fire_on_their_patterns():
     assert _fires(canonicalize.scalar_out_of_sum, gc.sum(gc.reshape(s, (1, 1)) * x, axis=1)).op == "mul"
     assert _fires(canonicalize.subtract_negation, x - (-x)).op == "add"
     assert _fires(canonicalize.drop_stop_gradient, gc.stop_gradient(x)) is x
+    one = gc.reshape(s, (1, 1))
+    assert _fires(canonicalize.negate_scalar_factor, -(one * x)).inputs[0].op == "neg"
+    assert _fires(canonicalize.unary_before_reshape, gc.exp(gc.reshape(x, (4, 3)))).op == "reshape"
+    assert _fires(canonicalize.reshape_of_broadcast_scalar, gc.reshape(b, (12,))).op == "broadcast_to"
+    ones = gc.broadcast_to(gc.constant(1.0, "float64"), (3, 4))
+    assert _fires(canonicalize.multiply_by_ones, one * ones).op == "broadcast_to"
+    assert _fires(canonicalize.drop_kept_dims, gc.reshape(gc.sum(x, 0, keepdims=True), (4,))).op == "sum"
+    batch = gc.input("batch", (None, 4), "float64")
+    count = gc.numel(gc.exp(batch), 0)
+    assert _fires(canonicalize.numel_from_an_input, count).inputs[0] is batch
 
 
 def test_log_softmax_is_stabilized():
@@ -117,6 +127,11 @@ def test_cross_entropy_gradient_becomes_softmax_minus_onehot():
     p = np.exp(z - z.max(1, keepdims=True))
     p /= p.sum(1, keepdims=True)
     np.testing.assert_allclose(value, (p - np.eye(5)[labels]) / 4, rtol=1e-12)
+
+
+def test_one_hot_rows_sum_to_one():
+    y = gc.input("y", (None,), "int32")
+    assert _fires(stabilize.one_hot_rows_sum_to_one, gc.sum(gc.one_hot(y, 5), axis=1)).op == "broadcast_to"
 
 
 def test_division_by_constant_becomes_multiplication():
