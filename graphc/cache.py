@@ -2,8 +2,9 @@
 
 The hash sees what the code depends on — ops, attributes, wiring, leaf names,
 shapes and dtypes, constant values — and not what it does not: parameter
-identities and random-op keys are replaced by their order of appearance, so
-rebuilding the same model in the same process hits the cache.
+identities and random-op keys are left out (the wiring, by position in a
+structural walk, still tells two draws apart), so rebuilding the same model in
+the same process hits the cache.  Entries live as long as the process.
 """
 from __future__ import annotations
 

@@ -213,11 +213,6 @@ def slice(x: Node, start: int, stop: int) -> Node:  # noqa: A001
     return make("slice", (x,), start=int(start), stop=int(stop))
 
 
-def expand_dims(x: Node, axis: int) -> Node:
-    axis = axis % (x.ndim + 1)
-    return reshape(x, x.shape[:axis] + (1,) + x.shape[axis:])
-
-
 # ---------------------------------------------------------------- conversions, indexing, random
 
 def cast(x: Operand, dtype: Any) -> Node:

@@ -82,8 +82,9 @@ def training_program(loss: Node, optimizer: "Optimizer", extra_outputs: Optional
     params = [n for n in toposort([loss]) if n.op == "param"]
     if not params:
         raise GraphcError("the loss does not depend on any gc.param: nothing to train")
+    everything = toposort([loss, *(extra_outputs or {}).values()])
     for op in ("param", "state", "input"):
-        check_unique_names([n for n in toposort([loss]) if n.op == op])
+        check_unique_names([n for n in everything if n.op == op])
     grads = grad(loss, params)
     updates = optimizer.updates(params, grads)
     updates.update(collect_state_updates([loss]))

@@ -167,3 +167,48 @@ def test_second_compile_of_the_same_model_is_a_cache_hit():
     assert not first.cache_hit and second.cache_hit
     x, y = _batch(16)
     assert float(first(x=x, y=y)) == pytest.approx(float(second(x=x, y=y)), rel=1e-6)
+
+
+# ---------------------------------------------------------------- regressions: values read after an in-place write
+
+def _ones(rng, shape, dtype):
+    return np.ones(shape, dtype)
+
+
+@pytest.mark.parametrize("extra", ["W", "W.T summed", "W reshaped", "W*1"])
+def test_outputs_that_read_a_parameter_see_its_value_before_the_update(kernels, extra):
+    x = gc.input("x", (None, 3))
+    W = gc.param("W", (2, 3), init=_ones)
+    loss = ((x @ W.T) ** 2).sum()
+    value = {"W": W, "W.T summed": W.T.sum(axis=1), "W reshaped": W.reshape((6, 1)), "W*1": W * 1.0}[extra]
+    step = gc.compile({"loss": loss, "extra": value}, optimizer=gc.optim.SGD(0.1))
+    xb = np.ones((2, 3), np.float32)
+    want, _ = step.reference(x=xb)
+    got = step(x=xb)
+    np.testing.assert_array_equal(got["extra"], want["extra"])
+    assert not np.array_equal(step.state.values["W"], np.ones((2, 3)))  # the update did happen
+
+
+def test_a_variable_copied_into_another_is_read_before_it_is_overwritten(kernels):
+    from graphc.nn.module import attach_updates
+    x = gc.input("x", (None, 3))
+    W = gc.param("W", (3,), init=_ones)
+    current, previous = gc.state("current", (3,)), gc.state("previous", (3,))
+    loss = attach_updates(((x * W) ** 2).sum(), {current: current + x.sum(axis=0), previous: current})
+    step = gc.compile(loss, optimizer=gc.optim.SGD(0.1))
+    xb = np.ones((2, 3), np.float32)
+    for _ in range(3):
+        _, want = step.reference(x=xb)
+        step(x=xb)
+        np.testing.assert_array_equal(step.state.values["previous"], want["previous"])
+        np.testing.assert_array_equal(step.state.values["current"], want["current"])
+
+
+def test_select_into_its_own_condition_buffer(kernels):
+    x = gc.input("x", (None, 4))
+    c = gc.matmul(x, gc.constant(np.eye(4, dtype=np.float32))) > 0
+    a = gc.matmul(x, gc.constant(2 * np.eye(4, dtype=np.float32))) > 100
+    b = gc.matmul(x, gc.constant(3 * np.eye(4, dtype=np.float32))) > -3
+    out = gc.where(c, a, b).astype("float32") * 1.5
+    xb = np.array([[-2.0, -0.5, 0.25, 3.0]], np.float32)
+    np.testing.assert_array_equal(gc.compile(out)(x=xb), gc.evaluate([out], {"x": xb})[0])

@@ -127,11 +127,12 @@ def kernel_source(name: str, group: Group, describe: Callable[[Node], str]) -> s
     ndim = len(group.shape)
     local: dict[Node, str] = {}
     lines = [f"void {name}(char **p, const int64_t *d) {{", "    FLUSH_SUBNORMALS_BEGIN"]
-    pointers = [n for n in group.inputs if n.op != "constant" or n.attrs["value"].array.size > 1]
-    for k, node in enumerate(pointers + group.outputs):
-        const = "const " if k < len(pointers) else ""
+    operands = pointer_operands(group)
+    inputs = len(operands) - len(group.outputs)
+    for k, node in enumerate(operands):
+        const = "const " if k < inputs else ""
         lines.append(f"    {const}{C_TYPES[node.dtype]} *a{k} = ({const}{C_TYPES[node.dtype]} *)p[{k}];")
-    slot = {n: k for k, n in enumerate(pointers + group.outputs)}
+    slot = {n: k for k, n in enumerate(operands)}
     body = [f"const int64_t o = {_index(group.members[-1], ndim) if ndim else '0'};"]
     for node in group.inputs:
         if node not in slot:

@@ -24,7 +24,9 @@ def where(cond: np.ndarray, a: object, b: object, out: Optional[np.ndarray] = No
     """np.where into ``out``, correct when ``out`` is ``a`` or ``b`` (the planner's in-place case)."""
     if out is None:
         return np.where(cond, a, b)
-    if out is a:
+    if out is cond:  # the condition is about to be overwritten: read it all first
+        np.copyto(out, np.where(cond, a, b))
+    elif out is a:
         np.copyto(out, b, where=np.logical_not(cond))
     else:
         if out is not b:

@@ -87,6 +87,3 @@ LOWERING: dict[str, Lower] = {
     "normal": lambda a, n, c, out: f"rng.standard_normal({c.shape(n.shape)}, dtype={c.dtype(n.dtype)}{_out(out)})",
     "uniform": lambda a, n, c, out: f"rng.random({c.shape(n.shape)}, dtype={c.dtype(n.dtype)}{_out(out)})",
 }
-
-# Ops whose result NumPy returns as a view of an operand: no buffer, no copy.
-VIEWS = frozenset({"reshape", "transpose", "broadcast_to", "slice", "stop_gradient"})

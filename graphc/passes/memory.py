@@ -115,6 +115,9 @@ class _Planner:
 
     # ---- storage roots: what memory each value really occupies -------------
     def root_of(self, node: Node) -> object:
+        """The memory a value occupies, following views to what they view."""
+        while node not in self.root and node.op in VIEW_OPS:
+            node = node.inputs[0]
         return self.root.get(node, node)
 
     def value_last_reads(self) -> dict[Node, int]:
@@ -136,20 +139,19 @@ class _Planner:
     def run(self) -> Plan:
         self._arenas()
         self._packed_gradients()
-        self._propagate_view_roots()
         self._variable_updates()
-        self._propagate_view_roots()
         self._pool()
         return self.plan
 
     def _arenas(self) -> None:
+        for k, group in enumerate(self.program.arenas):
+            for var in group:
+                self.root[var] = self.arena_roots[k]
         for node in self.plan.schedule:
             k = _arena_index(node, self.program)
             if k is not None:
                 self.plan.arena_views[node] = k
                 self.root[node] = self.arena_roots[k]
-                for var in self.program.arenas[k]:
-                    self.root[var] = self.arena_roots[k]
         for k, group in enumerate(self.program.arenas):
             new_theta = _arena_update_source(self.program, k)
             if new_theta is None or not self._can_overwrite(self.arena_roots[k], new_theta):
@@ -161,7 +163,7 @@ class _Planner:
     def _can_overwrite(self, root: object, writer: Node) -> bool:
         """May ``writer`` store its result over ``root``? Only if no later node reads ``root``,
         and ``writer`` itself reads it elementwise, position for position."""
-        if writer.op in VIEW_OPS | LEAF_OPS or writer in self.outputs:
+        if writer.op in VIEW_OPS | LEAF_OPS or writer in self.outputs or self._read_at_end(root, writer):
             return False
         writers = set(self.group_of[writer].members) if writer in self.group_of else {writer}
         for node in self.plan.schedule:
@@ -177,6 +179,13 @@ class _Planner:
             elif self.pos[node] > self.pos[writer]:
                 return False
         return True
+
+    def _read_at_end(self, root: object, writer: Node) -> bool:
+        """Is ``root`` read after the schedule: returned, or copied into another variable?"""
+        if any(self.root_of(out) is root for out in self.outputs):
+            return True
+        return any(new is not writer and var not in self.plan.in_place_updates and self.root_of(new) is root
+                   for var, new in self.program.updates.items())
 
     def _packed_gradients(self) -> None:
         for node in self.plan.schedule:
@@ -201,11 +210,6 @@ class _Planner:
     def _placeable(self, value: Node) -> bool:
         return (value.op not in VIEW_OPS | NO_BUFFER_OPS | LEAF_OPS and value not in self.internal
                 and value not in self.plan.place and value not in self.outputs)
-
-    def _propagate_view_roots(self) -> None:
-        for node in self.plan.schedule:
-            if node.op in VIEW_OPS:
-                self.root[node] = self.root_of(node.inputs[0])
 
     def _variable_updates(self) -> None:
         for var, new in self.program.updates.items():

@@ -24,10 +24,6 @@ def is_elementwise(node: Node) -> bool:
     return node.kind in ELEMENTWISE
 
 
-def size_one(node: Node) -> bool:
-    return all(d == 1 for d in node.shape)
-
-
 def all_constant(node: Node) -> bool:
     return bool(node.inputs) and all(i.op == "constant" for i in node.inputs)
 

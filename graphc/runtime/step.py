@@ -89,7 +89,7 @@ class CompiledStep:
         """The same computation by the reference interpreter on the unoptimized program,
         without touching the store: the oracle for tests."""
         prog = self.source_program
-        variables = {v.name: self.state.ensure(v) for v in prog.variables()}
+        variables = {v.name: self.state.ensure(v).copy() for v in prog.variables()}
         roots = prog.roots
         values = evaluate(roots, feeds, variables, rng=np.random.default_rng(0))
         outputs = values[:len(prog.outputs)]
