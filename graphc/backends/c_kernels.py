@@ -18,6 +18,7 @@ import ctypes
 import hashlib
 import os
 import platform
+import re
 import shutil
 import subprocess
 import tempfile
@@ -188,7 +189,10 @@ def build(source: str, names: Sequence[str]) -> Optional[dict[str, Callable]]:
     if cc is None:
         return None
     full = PRELUDE + source + "\n"
-    tag = hashlib.sha256("\0".join([full, cc, *FLAGS, platform.machine(), _cpu_tag()]).encode()).hexdigest()[:24]
+    # Comments (the IR each line came from) do not change the binary: leave them out of the key,
+    # so an equal model rebuilt with other node numbers finds its library.
+    code = re.sub(r"/\*.*?\*/", "", full)
+    tag = hashlib.sha256("\0".join([code, cc, *FLAGS, platform.machine(), _cpu_tag()]).encode()).hexdigest()[:24]
     library = _cache_dir() / f"k{tag}.so"
     if not library.exists():
         with tempfile.TemporaryDirectory() as tmp:
