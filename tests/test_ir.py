@@ -337,3 +337,10 @@ def test_missing_feed_is_refused_naming_the_input(run: Callable[..., object]) ->
 
 def test_non_array_feed_is_refused(run: Callable[..., object]) -> None:
     assert "NumPy array" in _feed_error(run, x=[[0.0, 0.0, 0.0]], y=GOOD_Y)
+
+
+def test_an_unknown_feed_name_is_refused() -> None:
+    x = gc.input("x", (2,), "float32")
+    step = gc.compile(gc.exp(x))
+    with pytest.raises(gc.FeedError, match="no input named 'z'"):
+        step(x=np.zeros(2, np.float32), z=np.zeros(2, np.float32))

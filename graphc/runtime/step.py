@@ -45,6 +45,10 @@ class CompiledStep:
             except KeyError as exc:
                 raise FeedError(f"{self.program.name}: no value given for input '{exc.args[0]}'; "
                                 f"it takes {', '.join(self._input_names)}") from None
+            if len(feeds) != len(args):
+                unknown = sorted(set(feeds) - set(self._input_names))
+                raise FeedError(f"{self.program.name} has no input named {', '.join(map(repr, unknown))}; "
+                                f"it takes {', '.join(self._input_names) or 'no inputs'}")
         try:
             key = tuple((a.shape, a.dtype) for a in args)
         except AttributeError:
