@@ -82,7 +82,7 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
 def _add_show_arguments(parser: argparse.ArgumentParser) -> None:
     _add_model_file(parser)
     _add_optimizer_options(parser)
-    parser.add_argument("--view", choices=SHOW_VIEWS + ("all",),
+    parser.add_argument("--view", choices=SHOW_VIEWS + ("autodiff", "all"),
                         help="which view to print (default all, or none with --passes)")
     parser.add_argument("--dot", metavar="FILE", help="write the gradient graph in Graphviz DOT format")
     parser.add_argument("--passes", action="store_true",
