@@ -39,16 +39,17 @@ class CompiledStep:
 
     # ---- running -------------------------------------------------------------
     def __call__(self, *args: Any, **feeds: Any) -> Any:
+        """Run on inputs given by name (or positionally, in ``self.generated.inputs`` order).
+
+        Named feeds may hold more arrays than the function reads (a whole batch
+        given to an inference function that only needs ``x``): those are ignored.
+        """
         if feeds:
             try:
                 args = tuple(feeds[name] for name in self._input_names)
             except KeyError as exc:
                 raise FeedError(f"{self.program.name}: no value given for input '{exc.args[0]}'; "
                                 f"it takes {', '.join(self._input_names)}") from None
-            if len(feeds) != len(args):
-                unknown = sorted(set(feeds) - set(self._input_names))
-                raise FeedError(f"{self.program.name} has no input named {', '.join(map(repr, unknown))}; "
-                                f"it takes {', '.join(self._input_names) or 'no inputs'}")
         try:
             key = tuple((a.shape, a.dtype) for a in args)
         except AttributeError:
