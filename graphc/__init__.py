@@ -1,6 +1,5 @@
 """graphc: declare a network as a graph, differentiate it symbolically, compile the train step."""
-from graphc.ops import *  # noqa: F401,F403
-from graphc.ops import input, param, state, constant  # noqa: F401  (shadow builtins on purpose)
+from graphc.ops import *  # noqa: F401,F403  (the DSL: gc.sum, gc.max, gc.input shadow builtins on purpose)
 from graphc.composites import (log_softmax, logsumexp, mse, sigmoid_binary_cross_entropy,  # noqa: F401
                                softmax, softmax_cross_entropy)
 from graphc.autodiff import grad  # noqa: F401

@@ -17,6 +17,14 @@ from graphc.ir import dtypes
 from graphc.ir.node import Literal, Node, describe_failure, make, unique_key
 from graphc.ir.shapes import BATCH, Shape, ShapeMismatch, canonical_shape, normalize_axes, static_size, symbols_of
 
+__all__ = [
+    "abs", "add", "broadcast_to", "cast", "concat", "constant", "cos", "div", "equal", "exp",
+    "greater", "greater_equal", "input", "less", "less_equal", "log", "matmul", "max", "maximum",
+    "mean", "min", "minimum", "mul", "neg", "normal", "not_equal", "numel", "one_hot", "ones_like",
+    "param", "pow", "relu", "reshape", "sigmoid", "sign", "sin", "slice", "sqrt", "square", "state",
+    "stop_gradient", "sub", "sum", "tanh", "transpose", "uniform", "where", "zeros_like", "lift",
+]
+
 Operand = Union[Node, float, int, bool, np.ndarray, np.generic]
 Axes = Union[int, Sequence[int], None]
 
