@@ -144,14 +144,16 @@ class _Writer:
         comment = self.comment(node)
         ref = self.ref_array if node.op in VIEW_OPS | _NEEDS_ARRAYS else self.ref
         args = [ref(i) for i in node.inputs]
-        if node.op in VIEW_OPS:
+        if self.plan.is_view(node):
             self.names[node] = "t" + self.ir_name(node)[1:]
-            line = f"{self.names[node]} = {LOWERING[node.op](args, node, self.ctx, None)}  # {comment}"
+            view = LOWERING[node.op](args, node, self.ctx, None)
             if all(i in self.bind_known or i.op == "constant" for i in node.inputs):
+                # Made once: check that NumPy really made a view, not a snapshot that would go stale.
                 self.bind_known.add(node)
-                self.bind_lines.append(line)
+                self.bind_lines.append(f"{self.names[node]} = k.bound_view({view}, {args[0]}, "
+                                       f"{self.ir_name(node)!r})  # {comment}")
             else:
-                self.step_lines.append(line)
+                self.step_lines.append(f"{self.names[node]} = {view}  # {comment}")
             return
         place = self.plan.place.get(node)
         if node.op == "concat" and place is not None:
@@ -181,7 +183,12 @@ class _Writer:
         self.step_lines.append(f"fused{k}(P{k}, D{k})  # fused {ir}: {len(group.members)} ops in one loop")
     def _owned(self, node: Node) -> bool:
         """Does the step own this value's memory (a buffer, a variable, or a view of one)?"""
-        return node.is_variable or node in self.plan.place or node.op in VIEW_OPS or node.op == "constant"
+        return node.is_variable or node in self.plan.place or self.plan.is_view(node) or node.op == "constant"
+
+    def _views_a_variable(self, node: Node) -> bool:
+        while self.plan.is_view(node):
+            node = node.inputs[0]
+        return node.is_variable
 
     def _fill_concat(self, node: Node, place: Any, comment: str) -> None:
         """Copy in the pieces that were not computed in place; the rest are there already."""
@@ -189,7 +196,7 @@ class _Writer:
         offset = 0
         for operand in node.inputs:
             size = operand.shape[0]
-            value = operand.inputs[0] if operand.op == "reshape" else operand
+            value = operand.inputs[0] if operand.op == "reshape" and self.plan.is_view(operand) else operand
             target = self.plan.place.get(value)
             if not (isinstance(target, Piece) and target.base == place and target.start == offset):
                 view = self.place_name(Piece(place, offset, offset + size, (size,)))
@@ -207,7 +214,7 @@ class _Writer:
         sources = {}
         for i, (var, new) in enumerate(copies):
             # A new value that is another variable's memory is read before any variable is written.
-            if _views_a_variable(new):
+            if self._views_a_variable(new):
                 sources[var] = f"s{i}"
                 self.step_lines.append(f"s{i} = {self.ref(new)}.copy()")
         for var, new in copies:
@@ -227,12 +234,6 @@ class _Writer:
         lines += ["        " + line for line in self.step_lines]
         lines.append(f"    return {self.program.name}")
         return "\n".join(lines) + "\n"
-
-
-def _views_a_variable(node: Node) -> bool:
-    while node.op in VIEW_OPS:
-        node = node.inputs[0]
-    return node.is_variable
 
 
 class KernelBuildFailed(Exception):

@@ -9,6 +9,8 @@ from typing import Optional
 
 import numpy as np
 
+from graphc.errors import GraphcError
+
 
 def sigmoid(x: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
     """σ(x) = ½ tanh(x/2) + ½: one transcendental, and no overflow for large |x|."""
@@ -46,3 +48,17 @@ def cast(x: np.ndarray, dtype: type, out: Optional[np.ndarray] = None) -> np.nda
         return x.astype(dtype)
     np.copyto(out, x, casting="unsafe")
     return out
+
+
+def bound_view(view: np.ndarray, base: np.ndarray, node: str) -> np.ndarray:
+    """A view made once when the step is bound, checked to be one.
+
+    The step reads such a view in every call, so it must share memory with the
+    buffer or variable it views; a copy would be a snapshot of the bind-time
+    contents.  The memory plan makes a reshape that NumPy cannot view a planned
+    copy instead, so this only fires on a planning bug, and fires loudly.
+    """
+    if view.size and not np.may_share_memory(view, base):
+        raise GraphcError(f"internal error: the view {node} made when binding the step is a copy of its operand; "
+                          f"please report this graph (compile with passes=False to work around it)")
+    return view

@@ -3,8 +3,9 @@
 A lowering rule gets the operands' source expressions, the node, the code
 context (symbols, constants) and the destination buffer expression (or None to
 let NumPy allocate), and returns the expression.  Layout ops that NumPy does as
-views (reshape, transpose, broadcast, slice) ignore ``out``: the memory planner
-never gives them a buffer.
+views (transpose, broadcast, slice) ignore ``out``: the memory planner never
+gives them a buffer.  A reshape gets one when its operand is strided (the plan
+makes it a copy), and then copies into it.
 """
 from __future__ import annotations
 
@@ -58,6 +59,12 @@ def _transpose(a: Sequence[str], n: Node, c: Context, out: Optional[str]) -> str
     return f"{a[0]}.T" if perm == (1, 0) else f"{a[0]}.transpose({perm})"
 
 
+def _reshape(a: Sequence[str], n: Node, c: Context, out: Optional[str]) -> str:
+    if out:  # a planned copy: the buffer, viewed in the operand's shape, receives it in C order
+        return f"np.copyto({out}.reshape({c.shape(n.inputs[0].shape)}), {a[0]})"
+    return f"{a[0]}.reshape({c.shape(n.shape)})"
+
+
 def _numel(a: Sequence[str], n: Node, c: Context, out: Optional[str]) -> str:
     size = " * ".join(f"{a[0]}.shape[{ax}]" for ax in n.attrs["axes"])
     return f"{c.dtype(n.dtype)}({size})"
@@ -75,7 +82,7 @@ LOWERING: dict[str, Lower] = {
     "where": _where,
     "sum": _reduce("np.sum"), "max": _reduce("np.max"),
     "matmul": _call("np.matmul"),
-    "reshape": lambda a, n, c, out: f"{a[0]}.reshape({c.shape(n.shape)})",
+    "reshape": _reshape,
     "transpose": _transpose,
     "broadcast_to": lambda a, n, c, out: f"np.broadcast_to({a[0]}, {c.shape(n.shape)})",
     "concat": lambda a, n, c, out: f"np.concatenate(({', '.join(a)},){_out(out)})",

@@ -12,7 +12,7 @@ import numpy as np
 
 from graphc.ir.node import Node
 from graphc.ir.shapes import resolve
-from graphc.passes.memory import NO_BUFFER_OPS, VIEW_OPS, Plan
+from graphc.passes.memory import NO_BUFFER_OPS, Plan
 
 _LEAVES = ("input", "param", "state", "constant")
 
@@ -57,7 +57,7 @@ def estimate(plan: Plan, batch: int = 128) -> Cost:
         flops += sum(node_flops(m, symbols) for m in group.members)
         moved += sum(_bytes(n, symbols) for n in group.inputs + group.outputs if n.op != "constant")
     for node in plan.schedule:
-        if node.op in _LEAVES or node.op in VIEW_OPS or node.op in NO_BUFFER_OPS or node in grouped:
+        if node.op in _LEAVES or plan.is_view(node) or node.op in NO_BUFFER_OPS or node in grouped:
             continue
         kernels += 1
         flops += node_flops(node, symbols)

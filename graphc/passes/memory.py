@@ -7,7 +7,11 @@ After planning, the steady-state step allocates nothing:
   every value stored in it has run (liveness over the schedule), and an
   elementwise op may write over an operand that dies at that op (in place);
 * layout ops (reshape, transpose, broadcast, slice) are views and take no buffer;
-  views of buffers and variables are made once, when the step is bound;
+  views of buffers and variables are made once, when the step is bound.  The
+  exception is a reshape of a strided value (a transpose, a broadcast): NumPy
+  cannot view that without copying, and a copy made at bind time would be a
+  stale snapshot, so such a reshape is a planned copy into a buffer, made at
+  its place in every step (:func:`materialized_layouts`);
 * the optimizer's packed parameter vector θ is the store's arena itself, the new
   θ is written straight into it, and each parameter is a view of it;
 * the packed gradient vector is one buffer, and each parameter's gradient is
@@ -50,6 +54,34 @@ class Piece:
 Place = Union[Buffer, Piece, Node]  # a buffer, a slice of one, or a variable written in place
 
 
+def materialized_layouts(schedule: Sequence[Node]) -> frozenset[Node]:
+    """The reshapes that must copy: those of a value whose memory is strided.
+
+    A value is dense (a buffer, a variable, a constant, a contiguous view of
+    one), strided (a transpose or broadcast of a dense value, or a view of
+    that), or fed (a view of a step input, made afresh by NumPy in every call,
+    where a copy NumPy makes is a fresh copy, hence correct).  The rule is
+    conservative: a transpose that happens to be contiguous still counts as
+    strided, which costs a copy, never a stale value.
+    """
+    layout: dict[Node, str] = {}
+    copies = set()
+    for node in schedule:
+        operand = layout.get(node.inputs[0], "dense") if node.inputs else "dense"
+        if node.op == "input":
+            layout[node] = "fed"
+        elif node.op in ("transpose", "broadcast_to"):
+            layout[node] = "fed" if operand == "fed" else "strided"
+        elif node.op in ("slice", "stop_gradient"):
+            layout[node] = operand
+        elif node.op == "reshape" and operand == "strided":
+            copies.add(node)
+            layout[node] = "dense"
+        elif node.op == "reshape":
+            layout[node] = operand
+    return frozenset(copies)
+
+
 @dataclass
 class Plan:
     schedule: list[Node]
@@ -59,10 +91,19 @@ class Plan:
     buffers: list[Buffer] = field(default_factory=list)
     groups: list[Group] = field(default_factory=list)                # fused elementwise groups
     filled_concats: set[Node] = field(default_factory=set)       # concats whose pieces are all placed
+    copies: frozenset[Node] = frozenset()                          # layout ops that copy (see above)
+
+    def __post_init__(self) -> None:
+        self.copies = materialized_layouts(self.schedule)
+
+    def is_view(self, node: Node) -> bool:
+        """Does ``node`` share its operand's memory (rather than have a place of its own)?"""
+        return node.op in VIEW_OPS and node not in self.copies
 
 
-def _peel_reshape(node: Node) -> Node:
-    return node.inputs[0] if node.op == "reshape" else node
+def _peel_reshape(node: Node, copies: frozenset[Node] = frozenset()) -> Node:
+    """The value a packed piece holds: a reshape that is a view stores nothing of its own."""
+    return node.inputs[0] if node.op == "reshape" and node not in copies else node
 
 
 def _arena_index(node: Node, program: Program) -> Optional[int]:
@@ -116,7 +157,7 @@ class _Planner:
     # ---- storage roots: what memory each value really occupies -------------
     def root_of(self, node: Node) -> object:
         """The memory a value occupies, following views to what they view."""
-        while node not in self.root and node.op in VIEW_OPS:
+        while node not in self.root and self.plan.is_view(node):
             node = node.inputs[0]
         return self.root.get(node, node)
 
@@ -131,7 +172,7 @@ class _Planner:
             if var not in self.plan.in_place_updates:
                 last[new] = max(last.get(new, -1), self.end)
         for node in reversed(self.plan.schedule):
-            when = last.get(node, -1) if node.op in VIEW_OPS else self.pos[node]
+            when = last.get(node, -1) if self.plan.is_view(node) else self.pos[node]
             for operand in node.inputs:
                 last[operand] = max(last.get(operand, -1), when)
         return last
@@ -163,11 +204,12 @@ class _Planner:
     def _can_overwrite(self, root: object, writer: Node) -> bool:
         """May ``writer`` store its result over ``root``? Only if no later node reads ``root``,
         and ``writer`` itself reads it elementwise, position for position."""
-        if writer.op in VIEW_OPS | LEAF_OPS or writer in self.outputs or self._read_at_end(root, writer):
+        if (self.plan.is_view(writer) or writer.op in LEAF_OPS or writer in self.outputs
+                or self._read_at_end(root, writer)):
             return False
         writers = set(self.group_of[writer].members) if writer in self.group_of else {writer}
         for node in self.plan.schedule:
-            if node.op in VIEW_OPS:
+            if self.plan.is_view(node):
                 continue
             reads = any(self.root_of(i) is root for i in node.inputs)
             if not reads:
@@ -196,7 +238,7 @@ class _Planner:
             self.root[node] = buffer
             offset, all_placed = 0, True
             for operand in node.inputs:
-                value = _peel_reshape(operand)
+                value = _peel_reshape(operand, self.plan.copies)
                 size = operand.shape[0]
                 if self._placeable(value):
                     self.plan.place[value] = Piece(buffer, offset, offset + size, value.shape)
@@ -208,7 +250,8 @@ class _Planner:
                 self.plan.filled_concats.add(node)
 
     def _placeable(self, value: Node) -> bool:
-        return (value.op not in VIEW_OPS | NO_BUFFER_OPS | LEAF_OPS and value not in self.internal
+        return (not self.plan.is_view(value) and value.op not in NO_BUFFER_OPS | LEAF_OPS
+                and value not in self.internal
                 and value not in self.plan.place and value not in self.outputs)
 
     def _variable_updates(self) -> None:
@@ -234,7 +277,7 @@ class _Planner:
             for buffer in [b for b, t in until.items() if t < here]:
                 del until[buffer]
                 free.setdefault((buffer.shape, buffer.dtype), []).append(buffer)
-            if (node.op in VIEW_OPS | NO_BUFFER_OPS | LEAF_OPS or node in self.plan.place
+            if (self.plan.is_view(node) or node.op in NO_BUFFER_OPS | LEAF_OPS or node in self.plan.place
                     or node in self.internal):
                 continue
             buffer = self._dying_operand(node, until, here)
