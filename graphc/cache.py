@@ -1,10 +1,13 @@
 """The compile cache: generated code keyed by a structural hash of the optimized program.
 
 The hash sees what the code depends on — ops, attributes, wiring, leaf names,
-shapes and dtypes, constant values — and not what it does not: parameter
-identities and random-op keys are left out (the wiring, by position in a
-structural walk, still tells two draws apart), so rebuilding the same model in
-the same process hits the cache.  Entries live as long as the process.
+shapes and dtypes, constant values — and what its comments show: each node's
+source line and gradient provenance, so a hit never shows another model's lines.
+It leaves out what neither depends on: parameter identities and random-op keys
+(the wiring, by position in a structural walk, still tells two draws apart), so
+the same model built again from the same lines in the same process hits the
+cache (the nodes a compile adds, such as the optimizer's update, belong to the
+line that called ``gc.compile``).  Entries live as long as the process.
 """
 from __future__ import annotations
 
@@ -26,6 +29,13 @@ def _attr_text(node: Node) -> str:
             v = hashlib.sha256(repr(v._key).encode()).hexdigest()
         parts.append(f"{k}={v!r}")
     return ",".join(parts)
+
+
+def _provenance(node: Node) -> str:
+    """What the generated comments say about a node: its user's line and the rule that made it."""
+    origin = node.origin
+    made_by = "" if origin is None else f"{origin.rule}@{origin.forward.op}"
+    return f"<{node.site}|{made_by}>"
 
 
 def _structural_order(roots: list[Node]) -> list[Node]:
@@ -53,7 +63,8 @@ def structural_key(program: Program, backend: str) -> str:
     index = {n: i for i, n in enumerate(order)}
     h = hashlib.sha256(f"{backend}|{program.name}".encode())
     for node in order:
-        h.update(f"{node.op}({','.join(str(index[i]) for i in node.inputs)})[{_attr_text(node)}];".encode())
+        h.update(f"{node.op}({','.join(str(index[i]) for i in node.inputs)})[{_attr_text(node)}]"
+                 f"{_provenance(node)};".encode())
     for name, node in program.outputs.items():
         h.update(f"out {name}={index[node]};".encode())
     for var, new in program.updates.items():

@@ -17,6 +17,7 @@ from graphc.ir.graph import toposort
 from graphc.ir.node import Node
 from graphc.ir.primitives import RANDOM
 from graphc.ir.shapes import fmt, resolve
+from graphc.ir.site import at_site
 
 
 def bind_symbols(leaves: Sequence[Node], values: Sequence[Any]) -> dict[str, int]:
@@ -79,4 +80,7 @@ def _apply(node: Node, env: Mapping[Node, np.ndarray], symbols: Mapping[str, int
         attrs["shape"] = resolve_or_explain(attrs["shape"], symbols)
     if node.kind == RANDOM:
         attrs["rng"] = rng
-    return node.primitive.impl(*(env[i] for i in node.inputs), **attrs)
+    try:
+        return node.primitive.impl(*(env[i] for i in node.inputs), **attrs)
+    except FeedError as exc:  # a fed value the op refuses (a label out of range): point at the user's line
+        raise FeedError(f"{exc}{at_site(node.site)}") from None

@@ -56,9 +56,15 @@ def state(name: str, shape: Sequence[int], init: Optional[Callable] = None,
     return node
 
 
-def constant(value: Any, dtype: Any = None) -> Node:
+def constant(value: Any, dtype: Any = None, *, op: str = "constant", like: Sequence[Node] = ()) -> Node:
+    """A constant node.  A value that ``dtype`` cannot hold (``2**40`` as int32, ``1e40`` as
+    float32, ``2.5`` as an integer) is a DTypeError naming ``op``, its operands ``like`` and the
+    user's line, rather than a silent wrap-around or infinity."""
     array = np.asarray(value)
     dt = dtypes.canonical(dtype if dtype is not None else _default_dtype(array))
+    complaint = dtypes.misfit(array, dt)
+    if complaint is not None:
+        raise DTypeError(describe_failure(op, like, complaint))
     lit = Literal(array, dt)
     return make("constant", (), value=lit, shape=lit.array.shape, dtype=dt)
 
@@ -86,8 +92,8 @@ def lift(value: Operand, like: Optional[Node] = None, op: str = "constant") -> N
         if isinstance(value, float) and not dtypes.is_float(like.dtype):
             raise DTypeError(describe_failure(op, (like,), f"cannot combine the float {value!r} with a "
                                               f"{like.dtype} operand; cast it first with gc.cast(x, 'float32')"))
-        return constant(value, like.dtype)
-    return constant(value)
+        return constant(value, like.dtype, op=op, like=(like,))
+    return constant(value, op=op)
 
 
 def _pair(a: Operand, b: Operand, op: str) -> tuple[Node, Node]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import tracemalloc
 
+import inspect
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -161,12 +163,26 @@ def test_the_whole_adam_update_is_one_fused_loop():
 
 
 def test_second_compile_of_the_same_model_is_a_cache_hit():
+    """The same model from the same lines, as when a notebook cell or a script runs again."""
     cache.clear()
-    first = gc.compile(_mlp(), optimizer=gc.optim.SGD(0.1))
-    second = gc.compile(_mlp(), optimizer=gc.optim.SGD(0.1))
+    first, second = [gc.compile(_mlp(), optimizer=gc.optim.SGD(0.1)) for _ in range(2)]
     assert not first.cache_hit and second.cache_hit
     x, y = _batch(16)
     assert float(first(x=x, y=y)) == pytest.approx(float(second(x=x, y=y)), rel=1e-6)
+
+
+def _dense_sum(x: gc.Node) -> gc.Node:
+    return gc.sum(gc.nn.Dense(2)(x))
+
+
+def test_a_cache_hit_shows_the_new_models_own_lines():
+    """An equal model declared on another line compiles to code annotated with that line."""
+    x = gc.input("x", (None, 3))
+    first = gc.compile(_dense_sum(x))
+    second = gc.compile(gc.sum(gc.nn.Dense(2)(x)))
+    line = f"test_memory.py:{inspect.currentframe().f_lineno - 1}"
+    assert line in second.source and line not in first.source
+    assert "test_memory.py:" + str(inspect.getsourcelines(_dense_sum)[1] + 1) in first.source
 
 
 # ---------------------------------------------------------------- regressions: values read after an in-place write

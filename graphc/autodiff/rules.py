@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Callable, Optional
 
 from graphc import ops
+from graphc.ir import dtypes
 from graphc.ir.node import Node
 from graphc.ir.shapes import Shape
 
@@ -33,11 +34,25 @@ def _keep_reduced(g: Node, x: Node, axes: tuple[int, ...], keepdims: bool) -> No
     return g if keepdims else ops.reshape(g, tuple(1 if i in axes else d for i, d in enumerate(x.shape)))
 
 
+# Ties: where several inputs attain a max (or min), they share the cotangent
+# equally, for the reduction ``max`` and for the elementwise ``maximum`` and
+# ``minimum`` alike (JAX's rule too), so each rule is symmetric in tied inputs.
+# ``relu`` and ``abs`` have derivative 0 at 0.
+
 def _max_rule(g: Node, out: Node, x: Node) -> tuple[Node]:
-    # Ties share the cotangent equally, so the rule is symmetric in tied inputs.
     axes, keep = out.attrs["axes"], out.attrs["keepdims"]
     hit = ops.cast(ops.equal(x, _keep_reduced(out, x, axes, keep)), x.dtype)
     return (hit * (_keep_reduced(g, x, axes, keep) / ops.sum(hit, axes, keepdims=True)),)
+
+
+def _extremum_rule(wins: Callable[[Node, Node], Node]) -> Rule:
+    """Rule of ``maximum`` (``wins`` = greater) or ``minimum`` (less): the winner takes the
+    cotangent, and a tie halves it between the two (integer cotangents give ties nothing)."""
+    def rule(g: Node, out: Node, a: Node, b: Node) -> tuple[Node, Node]:
+        tie = ops.where(ops.equal(a, b), g * 0.5, 0) if dtypes.is_float(g.dtype) else ops.zeros_like(g)
+        return (unbroadcast(ops.where(wins(a, b), g, tie), a.shape),
+                unbroadcast(ops.where(wins(b, a), g, tie), b.shape))
+    return rule
 
 
 def _inverse(perm: tuple[int, ...]) -> tuple[int, ...]:
@@ -82,8 +97,8 @@ VJP: dict[str, Rule] = {
     "mul": lambda g, out, a, b: (u(g * b, a.shape), u(g * a, b.shape)),
     "div": lambda g, out, a, b: (u(g / b, a.shape), u(-g * out / b, b.shape)),
     "pow": lambda g, out, a, b: (u(g * b * a ** (b - 1), a.shape), u(g * out * ops.log(a), b.shape)),
-    "maximum": lambda g, out, a, b: (u(ops.where(a >= b, g, 0), a.shape), u(ops.where(a >= b, 0, g), b.shape)),
-    "minimum": lambda g, out, a, b: (u(ops.where(a <= b, g, 0), a.shape), u(ops.where(a <= b, 0, g), b.shape)),
+    "maximum": _extremum_rule(ops.greater),
+    "minimum": _extremum_rule(ops.less),
     "where": lambda g, out, c, a, b: (None, u(ops.where(c, g, 0), a.shape), u(ops.where(c, 0, g), b.shape)),
     "sum": lambda g, out, x: (ops.broadcast_to(_keep_reduced(g, x, out.attrs["axes"], out.attrs["keepdims"]),
                                                x.shape),),

@@ -8,7 +8,10 @@ numexpr (the obvious library for this) took 0.9 ms there — slower than NumPy.
 
 The C follows NumPy's arithmetic exactly where it can: IEEE float32/float64
 without fast-math, no FMA contraction (``-ffp-contract=off``), NaN-propagating
-max/relu.  Transcendentals come from libm, which may differ from NumPy's own in
+max/min/relu/sign, NumPy's choice between 0 and -0, wrapping integer overflow
+(``-fwrapv``), any non-zero value cast to bool is true.  A float cast to an
+integer type is undefined for NaN, infinities and values out of range, in C as
+in NumPy (which warns).  Transcendentals come from libm, which may differ from NumPy's own in
 the last bit, and subnormal numbers flush to zero (see ``PRELUDE``).  Compiled libraries are cached on disk by a hash of their source;
 without a C compiler the backend falls back to plain NumPy.
 """
@@ -32,7 +35,7 @@ from graphc.passes.fusion import Group
 
 C_TYPES = {"float32": "float", "float64": "double", "int32": "int32_t", "int64": "int64_t",
            "bool": "unsigned char"}
-FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-ffp-contract=off", "-shared", "-fPIC"]
+FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-ffp-contract=off", "-fwrapv", "-shared", "-fPIC"]
 
 
 # Subnormal numbers cost up to a hundred cycles an operation on x86.  Optimizer
@@ -83,9 +86,10 @@ def _expression(node: Node, a: Sequence[str]) -> str:
         "cos": lambda: f"{_math('cos', d)}({a[0]})",
         "sigmoid": lambda: f"(({t})0.5 * {_math('tanh', d)}(({t})0.5 * {a[0]}) + ({t})0.5)",
         "relu": lambda: f"(({a[0]} > 0 || {a[0]} != {a[0]}) ? {a[0]} : ({t})0)",
-        "abs": lambda: f"(({a[0]} < 0) ? -{a[0]} : {a[0]})",
-        "sign": lambda: f"(({t})(({a[0]} > 0) - ({a[0]} < 0)))",
-        "cast": lambda: f"(({t}){a[0]})",
+        "abs": lambda: f"{_math('fabs', d)}({a[0]})" if d in ("float32", "float64") else
+                       f"(({a[0]} < 0) ? -{a[0]} : {a[0]})",
+        "sign": lambda: f"(({a[0]} != {a[0]}) ? {a[0]} : ({t})(({a[0]} > 0) - ({a[0]} < 0)))",
+        "cast": lambda: f"(({a[0]} != 0) ? 1 : 0)" if d == "bool" else f"(({t}){a[0]})",
     }
     binary = {"add": "+", "sub": "-", "mul": "*", "div": "/", "lt": "<", "le": "<=", "gt": ">", "ge": ">=",
               "eq": "==", "ne": "!="}
@@ -95,10 +99,10 @@ def _expression(node: Node, a: Sequence[str]) -> str:
         return f"({a[0]} {binary[op]} {a[1]})"
     if op == "pow":
         return f"{_math('pow', d)}({a[0]}, {a[1]})"
-    if op == "maximum":
-        return f"(({a[0]} >= {a[1]} || {a[0]} != {a[0]}) ? {a[0]} : {a[1]})"
+    if op == "maximum":  # NumPy's rule: NaN wins, and of two equal values (0 and -0) the second
+        return f"(({a[0]} > {a[1]} || {a[0]} != {a[0]}) ? {a[0]} : {a[1]})"
     if op == "minimum":
-        return f"(({a[0]} <= {a[1]} || {a[0]} != {a[0]}) ? {a[0]} : {a[1]})"
+        return f"(({a[0]} < {a[1]} || {a[0]} != {a[0]}) ? {a[0]} : {a[1]})"
     if op == "where":
         return f"({a[0]} ? {a[1]} : {a[2]})"
     raise KeyError(op)

@@ -208,7 +208,7 @@ class _Writer:
         # overwrite a value the caller kept (a list of losses, a batch of predictions).
         # They are taken before the variables are written, so a returned variable is
         # its value during this step, as in the interpreter.
-        results = [self.ref(n) + (".copy()" if self._owned(n) else "") for n in self.program.outputs.values()]
+        results = [self.ref_array(n) + (".copy()" if self._owned(n) else "") for n in self.program.outputs.values()]
         self.step_lines.append(f"results = ({', '.join(results)},)")
         copies = [(var, new) for var, new in self.program.updates.items() if var not in self.plan.in_place_updates]
         sources = {}

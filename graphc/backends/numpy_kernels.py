@@ -10,6 +10,7 @@ from typing import Optional
 import numpy as np
 
 from graphc.errors import GraphcError
+from graphc.ir.primitives import check_labels
 
 
 def sigmoid(x: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
@@ -23,21 +24,18 @@ def sigmoid(x: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
 
 
 def where(cond: np.ndarray, a: object, b: object, out: Optional[np.ndarray] = None) -> np.ndarray:
-    """np.where into ``out``, correct when ``out`` is ``a`` or ``b`` (the planner's in-place case)."""
+    """np.where into ``out``, allocating nothing; ``out`` may be ``b`` (the plan's only in-place case)."""
     if out is None:
         return np.where(cond, a, b)
-    if out is cond:  # the condition is about to be overwritten: read it all first
-        np.copyto(out, np.where(cond, a, b))
-    elif out is a:
-        np.copyto(out, b, where=np.logical_not(cond))
-    else:
-        if out is not b:
-            np.copyto(out, b)
-        np.copyto(out, a, where=cond)
+    if out is not b:
+        np.copyto(out, b)
+    np.copyto(out, a, where=cond)
     return out
 
 
-def one_hot(labels: np.ndarray, depth: int, dtype: type, out: Optional[np.ndarray] = None) -> np.ndarray:
+def one_hot(labels: np.ndarray, depth: int, dtype: type, out: Optional[np.ndarray] = None,
+            site: str = "") -> np.ndarray:
+    check_labels(labels, depth, site)
     if out is None:
         out = np.empty(labels.shape + (depth,), dtype)
     return np.equal(labels[..., None], np.arange(depth, dtype=labels.dtype), out=out)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Callable, Optional, Protocol, Sequence
 
 from graphc.ir.node import Node
+from graphc.ir.site import at_site
 
 
 class Context(Protocol):
@@ -26,6 +27,11 @@ def _out(out: Optional[str]) -> str:
     return f", out={out}" if out else ""
 
 
+def _site(node: Node) -> str:
+    """The user's line as an argument, for helpers that check fed values at run time."""
+    return f", site={at_site(node.site)!r}" if node.site is not None else ""
+
+
 def _call(fn: str) -> Lower:
     return lambda a, n, c, out: f"{fn}({', '.join(a)}{_out(out)})"
 
@@ -35,16 +41,6 @@ def _pow(a: Sequence[str], n: Node, c: Context, out: Optional[str]) -> str:
     if exponent.op == "constant" and exponent.ndim == 0 and float(exponent.attrs["value"].array) == 2.0:
         return f"np.square({a[0]}{_out(out)})"
     return f"np.power({a[0]}, {a[1]}{_out(out)})"
-
-
-def _where(a: Sequence[str], n: Node, c: Context, out: Optional[str]) -> str:
-    # where(mask, g, 0) is how every ReLU-like gradient looks; a multiply by the
-    # mask is one pass instead of two (it differs only where g is inf or NaN).
-    zero = n.inputs[2]
-    if zero.op == "constant" and zero.attrs["value"].array.size == 1 and not zero.attrs["value"].array.any() \
-            and n.inputs[1].shape == n.shape:
-        return f"np.multiply({a[1]}, {a[0]}{_out(out)})"
-    return f"k.where({', '.join(a)}{_out(out)})"
 
 
 def _reduce(fn: str) -> Lower:
@@ -79,7 +75,7 @@ LOWERING: dict[str, Lower] = {
     "pow": _pow, "maximum": _call("np.maximum"), "minimum": _call("np.minimum"),
     "lt": _call("np.less"), "le": _call("np.less_equal"), "gt": _call("np.greater"),
     "ge": _call("np.greater_equal"), "eq": _call("np.equal"), "ne": _call("np.not_equal"),
-    "where": _where,
+    "where": _call("k.where"),
     "sum": _reduce("np.sum"), "max": _reduce("np.max"),
     "matmul": _call("np.matmul"),
     "reshape": _reshape,
@@ -87,7 +83,8 @@ LOWERING: dict[str, Lower] = {
     "broadcast_to": lambda a, n, c, out: f"np.broadcast_to({a[0]}, {c.shape(n.shape)})",
     "concat": lambda a, n, c, out: f"np.concatenate(({', '.join(a)},){_out(out)})",
     "slice": lambda a, n, c, out: f"{a[0]}[{n.attrs['start']}:{n.attrs['stop']}]",
-    "one_hot": lambda a, n, c, out: f"k.one_hot({a[0]}, {n.attrs['depth']}, {c.dtype(n.dtype)}{_out(out)})",
+    "one_hot": lambda a, n, c, out: f"k.one_hot({a[0]}, {n.attrs['depth']}, {c.dtype(n.dtype)}{_out(out)}"
+                                    f"{_site(n)})",
     "cast": lambda a, n, c, out: f"k.cast({a[0]}, {c.dtype(n.dtype)}{_out(out)})",
     "stop_gradient": lambda a, n, c, out: a[0],
     "numel": _numel,

@@ -21,7 +21,7 @@ from graphc.errors import DTypeError, ShapeError
 from graphc.ir import dtypes
 from graphc.ir.primitives import PRIMITIVES, DTypeMismatch, Primitive
 from graphc.ir.shapes import Shape, ShapeMismatch, fmt
-from graphc.ir.site import Origin, Site, current_origin, user_site
+from graphc.ir.site import Origin, Site, at_site, current_origin, user_site
 
 
 class Literal:
@@ -177,11 +177,7 @@ def make(op: str, inputs: Sequence[Node] = (), **attrs: Any) -> Node:
 def describe_failure(op: str, inputs: Sequence[Node], complaint: str) -> str:
     """One message naming the op, its operands' shapes and dtypes, and the user's line."""
     operands = ", ".join(f"{dtypes.SHORT[n.dtype]}{fmt(n.shape)}" for n in inputs)
-    message = f"{op}({operands}): {complaint}"
-    site = user_site()
-    if site is not None:
-        message += f"\n  at {site}: {site.code}"
-    return message
+    return f"{op}({operands}): {complaint}{at_site(user_site())}"
 
 
 def unique_key() -> int:

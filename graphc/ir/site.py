@@ -39,6 +39,11 @@ class Site:
         return f"{path}:{self.lineno}"
 
 
+def at_site(site: Optional[Site]) -> str:
+    """The line of an error message that points at the user's code ('' when unknown)."""
+    return f"\n  at {site}: {site.code}" if site is not None else ""
+
+
 @dataclass(frozen=True)
 class Origin:
     """A gradient node's provenance: the forward node whose rule produced it."""

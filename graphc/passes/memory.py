@@ -293,7 +293,9 @@ class _Planner:
         group = self.group_of.get(node)
         if node.kind not in ELEMENTWISE and group is None:
             return None
-        operands = group.inputs if group is not None else node.inputs
+        # A lone where overwrites only its 'else' operand: NumPy copies the 'then' values over it
+        # through the mask, with no temporary (overwriting 'then' would need the negated mask).
+        operands = group.inputs if group is not None else node.inputs[2:] if node.op == "where" else node.inputs
         for operand in operands:
             r = self.root_of(operand)
             if (isinstance(r, Buffer) and self.plan.place.get(operand) is r and until.get(r) == here

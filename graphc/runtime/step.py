@@ -3,9 +3,16 @@
 The call path is the per-step overhead users pay, so it is short: look up the
 function bound for this batch's shapes (validating the feeds only when the
 shapes are new), call it, and shape the result.
+
+Threads: a compiled function may be called from several threads at once.  Each
+thread binds its own buffers, so functions of their inputs alone run
+concurrently; calls of functions that read or write variables take the store's
+lock and so run one at a time, in some order, as if called one after another.
 """
 from __future__ import annotations
 
+import threading
+from contextlib import nullcontext
 from typing import Any, Callable, Optional, Union
 
 import numpy as np
@@ -34,8 +41,8 @@ class CompiledStep:
         self._structure = structure
         self.plan = plan if plan is not None else Plan(program.nodes())
         self._input_names = [n.name for n in generated.inputs]
-        self._bound: dict[tuple, Callable[..., tuple]] = {}
-        self._version = -1
+        self._local = threading.local()  # per thread: the functions bound to its buffers, by feed shapes
+        self._lock = store.lock if generated.variables else nullcontext()
 
     # ---- running -------------------------------------------------------------
     def __call__(self, *args: Any, **feeds: Any) -> Any:
@@ -54,10 +61,13 @@ class CompiledStep:
             key = tuple((a.shape, a.dtype) for a in args)
         except AttributeError:
             key = None
-        fn = self._bound.get(key) if self._version == self.state.version else None  # type: ignore[arg-type]
-        if fn is None:
-            fn = self._bind(args, key)
-        return self._shape_result(fn(*args))
+        with self._lock:
+            local = self._local
+            bound = local.bound if getattr(local, "version", -1) == self.state.version else None
+            fn = bound.get(key) if bound is not None else None  # type: ignore[arg-type]
+            if fn is None:
+                fn = self._bind(args, key)
+            return self._shape_result(fn(*args))
 
     run = __call__
 
@@ -65,14 +75,15 @@ class CompiledStep:
         if len(args) != len(self._input_names):
             raise FeedError(f"{self.program.name} takes inputs {', '.join(self._input_names)}; got {len(args)} values")
         symbols = bind_symbols(self.generated.inputs, args)
-        if self._version != self.state.version:
-            self._bound.clear()
+        local = self._local
+        if getattr(local, "version", -1) != self.state.version:
+            local.bound = {}
         arenas, variables = self.materialize()
         buffers = [np.empty(resolve(b.shape, symbols), b.dtype) for b in self.plan.buffers]
         fn = self.generated.bind(variables, arenas, buffers, symbols, self.state.rng)
-        self._version = self.state.version
+        local.version = self.state.version
         if key is not None:
-            self._bound[key] = fn
+            local.bound[key] = fn
         return fn
 
     def materialize(self) -> tuple[list[np.ndarray], list[np.ndarray]]:

@@ -8,6 +8,7 @@ view into it.  Re-packing bumps ``version``, telling compiled steps to rebind.
 """
 from __future__ import annotations
 
+import threading
 import zlib
 from typing import Iterable, Optional, Sequence
 
@@ -29,6 +30,7 @@ class Store:
         self.arenas: dict[tuple[str, ...], np.ndarray] = {}
         self.version = 0
         self.rng = np.random.default_rng([seed, 1])
+        self.lock = threading.Lock()  # held by compiled functions while they read or write the values
 
     def init_rng(self, name: str) -> np.random.Generator:
         """A generator that depends only on the store's seed and the variable's name,
