@@ -193,6 +193,7 @@ class _Writer:
     def _fill_concat(self, node: Node, place: Any, comment: str) -> None:
         """Copy in the pieces that were not computed in place; the rest are there already."""
         self.names[node] = self.place_name(place)
+        self.bind_known.add(node)  # its buffer is fixed: views of it (a fused loop's operand) are made once
         offset = 0
         for operand in node.inputs:
             size = operand.shape[0]

@@ -46,7 +46,9 @@ def _pow(a: Sequence[str], n: Node, c: Context, out: Optional[str]) -> str:
 def _reduce(fn: str) -> Lower:
     def lower(a: Sequence[str], n: Node, c: Context, out: Optional[str]) -> str:
         keep = ", keepdims=True" if n.attrs["keepdims"] else ""
-        return f"{fn}({a[0]}, axis={n.attrs['axes']}{keep}{_out(out)})"
+        # np.sum widens int32 to int64 unless told: keep the IR's dtype.
+        dtype = f", dtype={c.dtype(n.dtype)}" if fn == "np.sum" and n.dtype == "int32" else ""
+        return f"{fn}({a[0]}, axis={n.attrs['axes']}{keep}{dtype}{_out(out)})"
     return lower
 
 

@@ -19,7 +19,9 @@ example evaluates in milliseconds.
 """
 from __future__ import annotations
 
+import hashlib
 import math
+from random import Random
 from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import numpy as np
@@ -28,6 +30,7 @@ from hypothesis.extra import numpy as hnp
 
 from graphc import composites, ops
 from graphc.ir.node import Node
+from graphc.ir.shapes import ShapeMismatch, broadcast, is_static
 
 Shape = tuple[int, ...]
 Draw = Callable[[st.SearchStrategy[Any]], Any]
@@ -83,7 +86,7 @@ def _prime_factors(n: int) -> list[int]:
 def broadcast_targets(draw: Draw, shape: Shape, max_dims: int = MAX_DIMS) -> Shape:
     """A shape ``shape`` broadcasts to: size-1 axes may grow, leading axes may be added."""
     grown = tuple(draw(st.integers(1, 3)) if d == 1 else d for d in shape)
-    lead = draw(st.lists(st.integers(1, 3), max_size=max_dims - len(shape)))
+    lead = draw(st.lists(st.integers(1, 3), max_size=max(0, max_dims - len(shape))))
     return tuple(lead) + grown
 
 
@@ -139,26 +142,44 @@ def lattice_arrays(shape: Shape, low: float = -3.0, high: float = 3.0, *, spacin
 # ---------------------------------------------------------------- random graphs
 
 class RandomGraph(NamedTuple):
-    output: Node                 # a float64 scalar: the sum of the last float node built
-    inputs: list[Node]           # float64 inputs named x0, x1, ...
-    values: dict[str, np.ndarray]  # a value for each input, by name
-    nodes: list[Node]            # every node the drawn ops made, in order: float, bool and int
+    output: Node                  # a scalar: the sum of the last float node built
+    outputs: list[Node]           # ``output`` first, then a few other drawn nodes, shapes and dtypes mixed
+    inputs: list[Node]            # inputs named x0, x1, ...; one may have the batch dimension N first
+    params: list[Node]            # variables (param or state) named p0, p1, ... (none unless asked for)
+    calls: list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]  # two (feeds, parameter values) pairs
+    nodes: list[Node]             # every node the drawn ops made, in order: float, bool and int
+    drawn: list[str]              # the builders drawn, in order, for coverage counts
+
+    @property
+    def values(self) -> dict[str, np.ndarray]:
+        """The first call's feeds."""
+        return self.calls[0][0]
+
+    @property
+    def variables(self) -> dict[str, np.ndarray]:
+        """The first call's parameter values."""
+        return self.calls[0][1]
 
 
 class _Pools:
     """The nodes built so far, by what they can be used as."""
 
-    def __init__(self, inputs: list[Node]) -> None:
-        self.floats: list[Node] = list(inputs)
+    def __init__(self, leaves: list[Node], dtype: str, chooser: Random) -> None:
+        self.dtype = dtype
+        self.chooser = chooser  # for choices among ops, where Hypothesis would favour the first
+        self.floats: list[Node] = list(leaves)
         self.bools: list[Node] = []
         self.ints: list[Node] = []
         self.made: dict[Node, None] = {}
 
     def add(self, node: Node) -> None:
-        pool = self.bools if node.dtype == "bool" else self.floats if node.dtype == FLOAT64 else self.ints
+        pool = self.bools if node.dtype == "bool" else self.floats if node.dtype == self.dtype else self.ints
         if node not in self.made:
             pool.append(node)
             self.made[node] = None
+
+    def static(self) -> list[Node]:
+        return [n for n in self.floats if is_static(n.shape)]
 
 
 Builder = Callable[[Draw, _Pools], Optional[Node]]
@@ -166,13 +187,16 @@ Builder = Callable[[Draw, _Pools], Optional[Node]]
 
 def _broadcasts(a: Shape, b: Shape) -> bool:
     try:
-        np.broadcast_shapes(a, b)
-    except ValueError:
+        broadcast(a, b)
+    except ShapeMismatch:
         return False
     return True
 
 
 def _pick(draw: Draw, nodes: Sequence[Node]) -> Node:
+    """Half the time one of the three newest nodes, so chains grow deep; else any, so values fan out."""
+    if len(nodes) > 3 and draw(st.booleans()):
+        nodes = nodes[-3:]
     return draw(st.sampled_from(nodes))
 
 
@@ -228,12 +252,16 @@ def _matmul(draw: Draw, pools: _Pools) -> Optional[Node]:
     return a @ _pick(draw, [n for n in matrices if n.shape[0] == a.shape[1]] + [ops.transpose(a)])
 
 
-def _reshape(draw: Draw, pools: _Pools) -> Node:
+def _reshape(draw: Draw, pools: _Pools) -> Optional[Node]:
+    """Any regrouping of a static shape; a batch-major node keeps N first and regroups the rest."""
     x = _pick(draw, pools.floats)
-    target = list(draw(reshape_targets(x.shape)))
-    if target and draw(st.booleans()):
+    lead, rest = (x.shape[:1], x.shape[1:]) if x.shape and not is_static(x.shape[:1]) else ((), x.shape)
+    if not is_static(rest):  # the batch dimension moved away from the front: leave it be
+        return None
+    target = list(draw(reshape_targets(rest, MAX_DIMS - len(lead))))
+    if target and not lead and draw(st.booleans()):
         target[draw(st.integers(0, len(target) - 1))] = -1
-    return ops.reshape(x, target)
+    return ops.reshape(x, tuple(lead) + tuple(target))
 
 
 def _transpose(draw: Draw, pools: _Pools) -> Node:
@@ -250,35 +278,68 @@ def _flat(x: Node) -> Node:
     return ops.reshape(x, (-1,))
 
 
-def _concat(draw: Draw, pools: _Pools) -> Node:
-    return ops.concat([_flat(_pick(draw, pools.floats)), _flat(_pick(draw, pools.floats))])
+def _concat(draw: Draw, pools: _Pools) -> Optional[Node]:
+    static = pools.static()
+    return ops.concat([_flat(_pick(draw, static)), _flat(_pick(draw, static))]) if static else None
 
 
-def _slice(draw: Draw, pools: _Pools) -> Node:
-    x = _flat(_pick(draw, pools.floats))
+def _slice(draw: Draw, pools: _Pools) -> Optional[Node]:
+    static = [n for n in pools.static() if math.prod(n.shape)]
+    if not static:
+        return None
+    x = _flat(_pick(draw, static))
     start = draw(st.integers(0, x.shape[0] - 1))
     return ops.slice(x, start, draw(st.integers(start + 1, x.shape[0])))
 
 
-_COMPARISONS = (ops.less, ops.less_equal, ops.greater, ops.greater_equal, ops.equal, ops.not_equal)
+def _layout_chain(draw: Draw, pools: _Pools) -> Optional[Node]:
+    """Two or three layout ops in a row — views of views, where a reshape of a transpose once read
+    stale memory; the links in between join the pools, so they fan out too."""
+    node = _pick(draw, pools.floats)
+    for _ in range(draw(st.integers(2, 3))):
+        build = pools.chooser.choice([_transpose, _reshape, _broadcast_to, _slice])
+        link = build(draw, _Pools([node], pools.dtype, pools.chooser))
+        if link is None:
+            break
+        pools.add(link)
+        node = link
+    return node
+
+
+def _batch_mean(draw: Draw, pools: _Pools) -> Optional[Node]:
+    """A mean over the batch dimension, whose size is only known when the step runs."""
+    batched = [n for n in pools.floats if not is_static(n.shape)]
+    if not batched:
+        return None
+    x = _pick(draw, batched)
+    return ops.mean(x, [i for i, d in enumerate(x.shape) if isinstance(d, str)], draw(st.booleans()))
+
+
+def _compare(fn: Callable[[Node, Any], Node]) -> Builder:
+    def build(draw: Draw, pools: _Pools) -> Node:
+        a = _pick(draw, pools.floats)
+        return fn(a, 0.0 if draw(st.booleans()) else _partner(draw, pools, a.shape))
+    return build
+
+
+_COMPARISONS = {"lt": ops.less, "le": ops.less_equal, "gt": ops.greater, "ge": ops.greater_equal,
+                "eq": ops.equal, "ne": ops.not_equal}
 
 
 def _comparison(draw: Draw, pools: _Pools) -> Node:
-    a = _pick(draw, pools.floats)
-    b = 0.0 if draw(st.booleans()) else _partner(draw, pools, a.shape)
-    return draw(st.sampled_from(_COMPARISONS))(a, b)
+    return _compare(pools.chooser.choice(list(_COMPARISONS.values())))(draw, pools)
 
 
 def _where(draw: Draw, pools: _Pools) -> Node:
     cond = _comparison(draw, pools)
     a = _partner(draw, pools, cond.shape)
-    shape = np.broadcast_shapes(cond.shape, a.shape)
+    shape = broadcast(cond.shape, a.shape)
     b = 0.0 if draw(st.booleans()) else _partner(draw, pools, shape)
     return ops.where(cond, a, b)
 
 
 def _mask(draw: Draw, pools: _Pools) -> Optional[Node]:
-    return ops.cast(_pick(draw, pools.bools), FLOAT64) if pools.bools else None
+    return ops.cast(_pick(draw, pools.bools), pools.dtype) if pools.bools else None
 
 
 def _count(draw: Draw, pools: _Pools) -> Optional[Node]:
@@ -288,8 +349,29 @@ def _count(draw: Draw, pools: _Pools) -> Optional[Node]:
     return ops.sum(flags, draw(axes(flags.ndim)))
 
 
-def _float32_round_trip(x: Node) -> Node:
-    return ops.cast(ops.cast(x, "float32"), FLOAT64)
+def _one_hot(draw: Draw, pools: _Pools) -> Node:
+    """Labels 0 or 1 (the sign of a value), one-hot encoded in 2 or 3 classes."""
+    labels = ops.cast(ops.greater(_pick(draw, pools.floats), 0.0), draw(st.sampled_from(["int32", "int64"])))
+    return ops.one_hot(labels, draw(st.integers(2, 3)), pools.dtype)
+
+
+def _truncate(draw: Draw, pools: _Pools) -> Node:
+    """A float cast to an integer (rounding toward zero) and back."""
+    x = _pick(draw, pools.floats)
+    return ops.cast(ops.cast(x, draw(st.sampled_from(["int32", "int64"]))), pools.dtype)
+
+
+def _other_float_round_trip(draw: Draw, pools: _Pools) -> Node:
+    x = _pick(draw, pools.floats)
+    other = "float32" if pools.dtype == FLOAT64 else FLOAT64
+    return ops.cast(ops.cast(x, other), pools.dtype)
+
+
+def _noise(draw: Draw, pools: _Pools) -> Node:
+    """A value plus fresh noise of its shape (a graph draws at most one, see ``graphs``)."""
+    x = _pick(draw, pools.floats)
+    draw_noise = ops.normal if draw(st.booleans()) else ops.uniform
+    return x + draw_noise(x.shape, pools.dtype)
 
 
 SMOOTH_OPS: dict[str, Builder] = {
@@ -311,31 +393,79 @@ SMOOTH_OPS: dict[str, Builder] = {
 
 KINKED_OPS: dict[str, Builder] = {
     "relu": _unary(ops.relu), "abs": _unary(ops.abs), "sign": _unary(ops.sign),
-    "stop_gradient": _unary(ops.stop_gradient), "float32_round_trip": _unary(_float32_round_trip),
+    "stop_gradient": _unary(ops.stop_gradient), "float_round_trip": _other_float_round_trip,
+    "truncate": _truncate, "one_hot": _one_hot,
     "maximum": _binary(ops.maximum), "minimum": _binary(ops.minimum),
     "max": _reduce(ops.max), "min": _reduce(ops.min),
-    "comparison": _comparison, "where": _where, "mask": _mask, "count": _count,
+    **{name: _compare(fn) for name, fn in _COMPARISONS.items()},
+    "where": _where, "mask": _mask, "count": _count, "layout_chain": _layout_chain, "batch_mean": _batch_mean,
 }
+
+RANDOM_OPS: dict[str, Builder] = {"noise": _noise}
+
+# Layout ops are drawn more often than the rest: their memory (views, copies, strides) is where
+# compiled code has gone wrong, and it takes two of them in a row to get there.
+_WEIGHTS = {"layout_chain": 5, "reshape": 2, "transpose": 2, "broadcast_to": 2}
+
+
+def _input_shape(draw: Draw, sides: list[int], batch: bool) -> tuple:
+    shape = draw(st.lists(st.sampled_from(sides), max_size=MAX_DIMS - batch))
+    return ((None,) if batch else ()) + tuple(shape)
+
+
+def _values(draw: Draw, leaves: Sequence[Node], dtype: str, low: float, high: float,
+            batch_size: int) -> dict[str, np.ndarray]:
+    return {n.name: draw(arrays(tuple(batch_size if isinstance(d, str) else d for d in n.shape), low, high))
+            .astype(dtype) for n in leaves}
 
 
 @st.composite
-def graphs(draw: Draw, smooth: bool = False, max_inputs: int = 3, max_ops: int = 8) -> RandomGraph:
-    """A random well-typed float64 graph ending in a scalar sum, with values for its inputs.
+def graphs(draw: Draw, smooth: bool = False, max_inputs: int = 3, max_ops: int = 8, dtype: str = FLOAT64,
+           params: bool = False, batch: bool = False, random: bool = False) -> RandomGraph:
+    """A random well-typed graph ending in a scalar sum, with values for two calls.
 
     Input shapes share a few drawn sizes, so broadcasting partners and matrices
     that multiply turn up often.  Each drawn op applies to earlier nodes whose
-    types fit it; one that fits none is skipped.  See the module docstring for
-    what ``smooth`` guarantees.
+    types fit it (half the time one of the newest, so chains grow deep and layout
+    ops meet layout ops; else any, so values fan out); one that fits none is
+    skipped.  ``params`` makes some leaves parameters (a compiled step holds them
+    in its store), ``batch`` gives the first input the batch dimension N, whose
+    size differs between the two calls, and ``random`` allows one noise draw.
+    See the module docstring for what ``smooth`` guarantees.
     """
     sides = draw(st.lists(st.integers(1, MAX_SIDE), min_size=1, max_size=3))
-    inputs = [ops.input(f"x{i}", draw(st.lists(st.sampled_from(sides), max_size=MAX_DIMS)), FLOAT64)
-              for i in range(draw(st.integers(1, max_inputs)))]
+    if 1 in sides and len(sides) > 1 and draw(st.booleans()):
+        sides.remove(1)  # inputs of one element hide most indexing mistakes
+    count = draw(st.integers(1, max_inputs))
+    held = draw(st.integers(0, count - 1)) if params else 0
+    inputs = [ops.input(f"x{i}", _input_shape(draw, sides, batch and i == 0), dtype) for i in range(count - held)]
+    parameters = [draw(st.sampled_from([ops.param, ops.state]))(f"p{i}", _input_shape(draw, sides, False), dtype=dtype)
+                  for i in range(held)]
     low, high = (-2.0, 2.0) if smooth else (-3.0, 3.0)
-    values = {x.name: draw(arrays(x.shape, low, high)) for x in inputs}
-    builders = SMOOTH_OPS if smooth else {**SMOOTH_OPS, **KINKED_OPS}
-    pools = _Pools(inputs)
-    for _ in range(draw(st.integers(1, max_ops))):
-        node = builders[draw(st.sampled_from(sorted(builders)))](draw, pools)
+    calls = []
+    for _ in range(2):
+        batch_size = draw(st.integers(1, MAX_SIDE))
+        calls.append((_values(draw, inputs, dtype, low, high, batch_size),
+                      _values(draw, parameters, dtype, low, high, batch_size)))
+    builders = SMOOTH_OPS if smooth else {**SMOOTH_OPS, **KINKED_OPS, **(RANDOM_OPS if random else {})}
+    names = sorted(builders)
+    # Hypothesis favours the first of a list and short lists, which left most ops undrawn: pick the
+    # ops and their number with a seeded generator instead (uniform, and replayable from the seed).
+    # The drawn values vary far more between examples than a drawn seed does: seed from them too.
+    entropy = [draw(st.binary(min_size=8, max_size=8))] + [v.tobytes() for c in calls for d in c for v in d.values()]
+    chooser = Random(hashlib.sha256(b"".join(entropy)).digest())
+    pools = _Pools(inputs + parameters, dtype, chooser)
+    drawn: list[str] = []
+    weights = [_WEIGHTS.get(name, 1) for name in names]
+    for _ in range(chooser.randint(min(3, max_ops), max_ops)):
+        name = chooser.choices(names, weights)[0]
+        node = builders[name](draw, pools)
         if node is not None:
+            drawn.append(name)
             pools.add(node)
-    return RandomGraph(ops.sum(pools.floats[-1]), inputs, values, list(pools.made))
+        if name in RANDOM_OPS:  # one draw per graph: then the interpreter's generator draws the same numbers
+            weights = [0 if n in RANDOM_OPS else w for n, w in zip(names, weights)]
+    made = list(pools.made)
+    output = ops.sum(pools.floats[-1])
+    extra = draw(st.lists(st.sampled_from(made), max_size=3, unique=True)) if made else []
+    return RandomGraph(output, [output, *extra], inputs, parameters, calls, made, drawn)
