@@ -54,6 +54,11 @@ PRELUDE = """#include <math.h>
 #define FLUSH_SUBNORMALS_BEGIN
 #define FLUSH_SUBNORMALS_END
 #endif
+#include <float.h>
+/* glibc's log and pow take their operand apart bit by bit, so denormals-are-zero does not reach
+   them: flush their operands by hand, to the zero of the same sign, as the hardware does. */
+static inline double daz(double x) { return fabs(x) < DBL_MIN ? copysign(0.0, x) : x; }
+static inline float dazf(float x) { return fabsf(x) < FLT_MIN ? copysignf(0.0f, x) : x; }
 
 """
 
@@ -79,7 +84,7 @@ def _expression(node: Node, a: Sequence[str]) -> str:
     unary = {
         "neg": lambda: f"(-{a[0]})",
         "exp": lambda: f"{_math('exp', d)}({a[0]})",
-        "log": lambda: f"{_math('log', d)}({a[0]})",
+        "log": lambda: f"{_math('log', d)}({_math('daz', d)}({a[0]}))",
         "tanh": lambda: f"{_math('tanh', d)}({a[0]})",
         "sqrt": lambda: f"{_math('sqrt', d)}({a[0]})",
         "sin": lambda: f"{_math('sin', d)}({a[0]})",
@@ -98,7 +103,7 @@ def _expression(node: Node, a: Sequence[str]) -> str:
     if op in binary:
         return f"({a[0]} {binary[op]} {a[1]})"
     if op == "pow":
-        return f"{_math('pow', d)}({a[0]}, {a[1]})"
+        return f"{_math('pow', d)}({_math('daz', d)}({a[0]}), {_math('daz', d)}({a[1]}))"
     if op == "maximum":  # NumPy's rule: NaN wins, and of two equal values (0 and -0) the second
         return f"(({a[0]} > {a[1]} || {a[0]} != {a[0]}) ? {a[0]} : {a[1]})"
     if op == "minimum":

@@ -2,9 +2,12 @@
 
 Autodiff writes gradients mechanically — ``1.0 * 1e-4``, a broadcast
 immediately reshaped, a reshape to the shape a node already has — and these
-rules tidy that into what a person would write.  Every rule preserves values
-exactly (no reassociation of floating-point sums), so the optimized program
-agrees with the interpreter to the last bit on the nodes it keeps.
+rules tidy that into what a person would write.  Two rules change results in
+the last bits, and say so: ``scalar_out_of_sum`` multiplies once after summing
+(s·Σx rounds differently from Σ s·x, by a few units in the last place), and
+``identity_arithmetic`` drops ``x + 0``, which keeps a -0 that IEEE arithmetic
+would turn into +0.  Every other rule preserves values exactly.  The tests check
+each rule for the value it produces on its pattern.
 """
 from __future__ import annotations
 
@@ -42,7 +45,9 @@ def _same_type(a: Node, n: Node) -> Optional[Node]:
 
 
 def identity_arithmetic(n: Node) -> Optional[Node]:
-    """x + 0, 0 + x, x - 0, x * 1, 1 * x, x / 1, x ** 1 → x (when shapes agree)."""
+    """x + 0, 0 + x, x - 0, x * 1, 1 * x, x / 1, x ** 1 → x (when shapes agree).
+
+    Exact except for the sign of zero: -0 + 0 is +0 in IEEE arithmetic, and stays -0 here."""
     if n.op not in ("add", "sub", "mul", "div", "pow"):
         return None
     a, b = n.inputs

@@ -22,7 +22,7 @@ from graphc.errors import FeedError
 from graphc.interpreter import bind_symbols, evaluate
 from graphc.ir.node import Node
 from graphc.ir.printing import format_graph
-from graphc.ir.shapes import resolve
+from graphc.ir.shapes import resolve, symbols_of
 from graphc.passes.memory import Plan
 from graphc.program import Program
 from graphc.runtime.store import Store
@@ -40,13 +40,20 @@ class CompiledStep:
         self.cache_hit = cache_hit
         self._structure = structure
         self.plan = plan if plan is not None else Plan(program.nodes())
-        self._input_names = [n.name for n in generated.inputs]
+        # The generated step takes the inputs it reads.  An input the rewrites stopped reading
+        # (a sum of one-hot rows is 1) may still be the only one that tells a size like N:
+        # it is then fed too, for its shape alone.
+        sized = {d for n in generated.inputs for d in n.shape if isinstance(d, str)}
+        read = set(generated.inputs)  # by identity: == on nodes builds an equality node
+        self.inputs = generated.inputs + [n for n in source_program.leaves("input")
+                                          if n not in read and set(symbols_of(n.shape)) - sized]
+        self._input_names = [n.name for n in self.inputs]
         self._local = threading.local()  # per thread: the functions bound to its buffers, by feed shapes
         self._lock = store.lock if generated.variables else nullcontext()
 
     # ---- running -------------------------------------------------------------
     def __call__(self, *args: Any, **feeds: Any) -> Any:
-        """Run on inputs given by name (or positionally, in ``self.generated.inputs`` order).
+        """Run on inputs given by name (or positionally, in ``self.inputs`` order).
 
         Named feeds may hold more arrays than the function reads (a whole batch
         given to an inference function that only needs ``x``): those are ignored.
@@ -74,13 +81,17 @@ class CompiledStep:
     def _bind(self, args: tuple, key: Optional[tuple]) -> Callable[..., tuple]:
         if len(args) != len(self._input_names):
             raise FeedError(f"{self.program.name} takes inputs {', '.join(self._input_names)}; got {len(args)} values")
-        symbols = bind_symbols(self.generated.inputs, args)
+        symbols = bind_symbols(self.inputs, args)
         local = self._local
         if getattr(local, "version", -1) != self.state.version:
             local.bound = {}
         arenas, variables = self.materialize()
         buffers = [np.empty(resolve(b.shape, symbols), b.dtype) for b in self.plan.buffers]
         fn = self.generated.bind(variables, arenas, buffers, symbols, self.state.rng)
+        read = len(self.generated.inputs)
+        if read < len(self.inputs):
+            step = fn
+            fn = lambda *values: step(*values[:read])  # noqa: E731  (the rest were fed for their sizes)
         local.version = self.state.version
         if key is not None:
             local.bound[key] = fn
