@@ -55,6 +55,13 @@ class Equations:
     forward: list[Equation] = field(default_factory=list)
     backward: list[Equation] = field(default_factory=list)
 
+    def __str__(self) -> str:
+        return self.format()
+
+    def _repr_latex_(self) -> str:
+        """Jupyter's view: the equations typeset."""
+        return f"$${self.format(tex=True)}$$"
+
     def format(self, tex: bool = False) -> str:
         """Unicode text for a terminal, or LaTeX (an ``aligned`` block) for a notebook."""
         show = Printer(tex)
@@ -116,6 +123,14 @@ class _BatchNorm:
     scale: Node  # √(σ² + ε)
     normalized: Node  # x̂
     output: Node  # â = γ ⊙ x̂ + β
+
+
+def equations_text(program: Program, tex: bool = False) -> str:
+    """The equations as text, or one line saying why this graph has none."""
+    try:
+        return derive(program).format(tex)
+    except NotInCourseForm as exc:
+        return f"(no equations: {exc}; --view grad shows the gradient graph)"
 
 
 def derive(program: Program) -> Equations:

@@ -19,6 +19,7 @@ import numpy as np
 
 from graphc.backends.numpy_backend import Generated
 from graphc.errors import FeedError
+from graphc.explain.equations import Equations, derive, equations_text
 from graphc.interpreter import bind_symbols, evaluate
 from graphc.ir.dot import Collapse, draw
 from graphc.ir.node import Node
@@ -128,16 +129,23 @@ class CompiledStep:
         ``forward`` the model as built; ``grad`` the gradients after optimization
         (what the step computes); ``autodiff`` the gradients as reverse mode first
         wrote them; ``step`` the whole optimized program, updates included;
-        ``source`` the generated code.
+        ``source`` the generated code; ``equations`` backprop in the course's notation.
         """
         if view == "source":
             return self.source
+        if view == "equations":
+            return equations_text(self.program)
         if view == "step":
             return self.program.format()
         graph = self.graph(view)
         if not graph:
             return "(no gradients: this function was compiled without an optimizer)"
         return format_graph(graph, title=view)
+
+    def equations(self) -> Equations:
+        """Backprop as the course writes it, read off the gradient graph (LaTeX in Jupyter);
+        raises :class:`~graphc.explain.equations.NotInCourseForm` for a graph not of that form."""
+        return derive(self.program)
 
     def graph(self, view: str) -> dict[str, Node]:
         """The named nodes a view (``forward``, ``grad``, ``autodiff`` or ``step``) shows."""
@@ -147,7 +155,7 @@ class CompiledStep:
             return dict((self.program if view == "grad" else self.source_program).grads)
         if view == "step":
             return self.program.shown()
-        raise ValueError(f"unknown view {view!r}: choose forward, grad, autodiff, step or source")
+        raise ValueError(f"unknown view {view!r}: choose forward, grad, autodiff, step, source or equations")
 
     def draw(self, view: str = "grad", collapse: Collapse = ()) -> "graphviz.Digraph":
         """A view as a Graphviz drawing (shown as a picture in Jupyter); see :func:`graphc.ir.dot.draw`."""
