@@ -76,6 +76,7 @@ class _Boxes:
         self.collapse = collapse
         self.name = Namer()
         self.box: dict[Node, str] = {}
+        self.single: set[str] = set()  # boxes that hold one node
         self.labels: dict[str, tuple[str, dict[str, str], str | None]] = {}
         folded_count: dict[str, int] = defaultdict(int)
         for i, node in enumerate(order):
@@ -90,15 +91,20 @@ class _Boxes:
                                     {"fillcolor": fill, "style": "filled,bold"}, None)
             else:
                 self.box[node] = f"n{i}"
+                self.single.add(f"n{i}")
                 self.labels[f"n{i}"] = (self._label(node), self._look(node), layer)
         self.edges: list[tuple[str, str, str]] = []
         seen: set[tuple[str, str]] = set()
         for node in order:
             for operand in node.inputs:
-                if operand in self.box and (self.box[operand], self.box[node]) not in seen \
-                        and self.box[operand] != self.box[node]:
-                    seen.add((self.box[operand], self.box[node]))
-                    self.edges.append((self.box[operand], self.box[node], fmt(operand.shape)))
+                if operand not in self.box:
+                    continue
+                pair = (self.box[operand], self.box[node])
+                folded = pair[0] not in self.single or pair[1] not in self.single
+                if pair[0] == pair[1] or (folded and pair in seen):
+                    continue  # one edge between folded boxes; x ⊙ x keeps both of its edges
+                seen.add(pair)
+                self.edges.append((pair[0], pair[1], fmt(operand.shape)))
         self.origin_links = sorted({(self.box[n], self.box[n.origin.forward]) for n in order
                                     if n.origin is not None and n.origin.forward in self.box
                                     and self.box[n] != self.box[n.origin.forward]})
