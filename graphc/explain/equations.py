@@ -50,12 +50,12 @@ class Equation:
     where: Optional[tuple[Expr, Expr]] = None  # a factor named in rhs, with its value
 
 
-@dataclass
+@dataclass(repr=False)
 class Equations:
     forward: list[Equation] = field(default_factory=list)
     backward: list[Equation] = field(default_factory=list)
 
-    def __str__(self) -> str:
+    def __repr__(self) -> str:
         return self.format()
 
     def _repr_latex_(self) -> str:
@@ -79,23 +79,21 @@ class Equations:
         text = f"  ({eq.number}) {show(eq.lhs)} = {show(eq.rhs)}"
         if eq.where is not None:
             text += f",   {show(eq.where[0])} = {show(eq.where[1])}"
-        return text, _note(eq, "←")
+        return text, f"← {_source(eq)}" if eq.came_from else ""
 
     @staticmethod
     def _tex_row(eq: Equation, show: Printer) -> str:
         text = rf"\text{{({eq.number})}}\quad {show(eq.lhs)} &= {show(eq.rhs)}"
         if eq.where is not None:
             text += rf", \quad {show(eq.where[0])} = {show(eq.where[1])}"
-        note = _note(eq, r"\leftarrow")
-        return text + (rf" &&\quad \text{{{note}}}" if note else "") + r" \\"
+        if eq.came_from:
+            text += rf" &&\quad \leftarrow \text{{{_source(eq)}}}"
+        return text + r" \\"
 
 
-def _note(eq: Equation, arrow: str) -> str:
+def _source(eq: Equation) -> str:
     """Where a backward equation came from: the forward equations and the rules that built it."""
-    if not eq.came_from:
-        return ""
-    numbers = ", ".join(f"({n})" for n in eq.came_from)
-    return f"{arrow} {numbers}, rule {', '.join(eq.rules)}"
+    return f"{', '.join(f'({n})' for n in eq.came_from)}, rule {', '.join(eq.rules)}"
 
 
 def _symbol(text: str, tex: str, layer: Optional[int] = None) -> Sym:
