@@ -13,7 +13,7 @@ instead of being drawn, since a box for every ``1.0`` only adds clutter.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Collection, Union
+from typing import Collection, Sequence, Union
 
 import graphviz
 
@@ -31,17 +31,23 @@ ORIGIN_EDGE = {"style": "dashed", "color": "#c06000", "constraint": "false", "ar
 Collapse = Union[bool, Collection[str]]
 
 
-def to_dot(outputs: Outputs, title: str = "graph", collapse: Collapse = ()) -> str:
+def to_dot(outputs: Outputs, title: str = "graph", collapse: Collapse = (), context: Sequence[Node] = ()) -> str:
     """The DOT text of :func:`draw`."""
-    return draw(outputs, title, collapse).source
+    return draw(outputs, title, collapse, context).source
 
 
-def draw(outputs: Outputs, title: str = "graph", collapse: Collapse = ()) -> graphviz.Digraph:
-    """The drawing of everything ``outputs`` depend on, plus the forward nodes their gradient
-    nodes came from; ``collapse`` is True (every layer) or the names of the layers to fold."""
+def draw(outputs: Outputs, title: str = "graph", collapse: Collapse = (),
+         context: Sequence[Node] = ()) -> graphviz.Digraph:
+    """The drawing of everything ``outputs`` and ``context`` depend on.
+
+    ``context`` adds nodes drawn without being outputs: for a gradient graph, the
+    loss, so that the forward nodes the gradient rules came from are in the
+    picture.  (Origins are not followed themselves: hash-consing can share a
+    gradient node with another model, whose forward node is then its origin.)
+    ``collapse`` is True (every layer) or the names of the layers to fold.
+    """
     named = _as_named(outputs)
-    origins = [n.origin.forward for n in toposort(list(named.values())) if n.origin is not None]
-    order = [n for n in toposort(list(named.values()) + origins) if not inline_constant(n)]
+    order = [n for n in toposort(list(named.values()) + list(context)) if not inline_constant(n)]
     boxes = _Boxes(order, collapse)
     graph = graphviz.Digraph(title, graph_attr={"rankdir": "TB", "label": title, "labelloc": "t",
                                                 "fontname": "sans-serif", "newrank": "true"},

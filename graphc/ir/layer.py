@@ -4,7 +4,9 @@ A layer (an ``nn.Module``) marks the nodes it built when its call returns;
 layers inside a container return first, so each node belongs to the innermost
 layer that made it.  Gradient nodes belong to the layer of the forward node
 whose rule made them.  The mark is a non-structural fact like a node's source
-line: a node shared by two builders keeps the first one's.
+line: a node shared by two builders (hash-consing makes ``numel(x)`` one node
+for a batch-norm layer and a loss alike, and for every model built on ``x``
+while the first is alive) keeps the first one's.
 """
 from __future__ import annotations
 
@@ -20,8 +22,8 @@ def mark_layer(name: str, output: Node, layer_input: Node) -> None:
     stack = [output]
     while stack:
         node = stack.pop()
-        if node is layer_input or LAYER_KEY in node.meta:
-            continue
+        if node is layer_input or LAYER_KEY in node.meta or (not node.inputs and not node.is_variable):
+            continue  # constants and inputs belong to no layer: every graph shares them
         node.meta[LAYER_KEY] = name
         stack.extend(node.inputs)
 

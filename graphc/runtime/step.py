@@ -159,7 +159,8 @@ class CompiledStep:
 
     def draw(self, view: str = "grad", collapse: Collapse = ()) -> "graphviz.Digraph":
         """A view as a Graphviz drawing (shown as a picture in Jupyter); see :func:`graphc.ir.dot.draw`."""
-        return draw(self.graph(view), title=view, collapse=collapse)
+        context = self.source_program if view == "autodiff" else self.program
+        return draw(self.graph(view), title=view, collapse=collapse, context=list(context.outputs.values()))
 
     def _repr_svg_(self) -> Optional[str]:
         """Jupyter's picture of a train step: its gradient graph (the forward graph without an optimizer)."""
