@@ -23,7 +23,7 @@ batch norm and an elementwise activation) ending in a loss raise
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Optional
+from typing import Optional
 
 from graphc.errors import GraphcError
 from graphc.explain.expressions import ONE, Call, Expr, Had, Printer, Reader, Sym
@@ -94,10 +94,6 @@ class Equations:
 def _source(eq: Equation) -> str:
     """Where a backward equation came from: the forward equations and the rules that built it."""
     return f"{', '.join(f'({n})' for n in eq.came_from)}, rule {', '.join(eq.rules)}"
-
-
-def _symbol(text: str, tex: str, layer: Optional[int] = None) -> Sym:
-    return Sym(text, tex, layer)
 
 
 @dataclass
@@ -187,7 +183,7 @@ class _Derivation:
                                       f"or batch norm")
 
     # ---- forward equations -------------------------------------------------
-    def _define(self, node: Node, symbol: Expr, stop: Iterable[Node] = ()) -> None:
+    def _define(self, node: Node, symbol: Expr) -> None:
         """Write ``symbol = node`` (read through the symbols so far) and make ``node`` that symbol."""
         number = len(self.equations.forward) + 1
         rhs = self._reader().read(node)
@@ -210,30 +206,30 @@ class _Derivation:
 
     def _forward(self) -> None:
         first = self.layers[0].matmul.inputs[0]
-        self.symbols[first] = _symbol(first.name or "x", rf"\mathbf{{{first.name or 'x'}}}")
+        self.symbols[first] = Sym(first.name or "x", rf"\mathbf{{{first.name or 'x'}}}")
         for node in self.forward_nodes:
             if node.op == "input" and node is not first:
-                self.symbols[node] = _symbol("t", r"\mathbf{t}")
+                self.symbols[node] = Sym("t", r"\mathbf{t}")
             elif node.op == "one_hot":
-                self.symbols[node] = _symbol("t", r"\mathbf{t}")
+                self.symbols[node] = Sym("t", r"\mathbf{t}")
         for layer in self.layers:
             l = layer.number
-            self.symbols[layer.weight] = _symbol("W", r"\mathbf{W}", l)
+            self.symbols[layer.weight] = Sym("W", r"\mathbf{W}", l)
             if layer.bias is not None:
-                self.symbols[layer.bias] = _symbol("b", r"\mathbf{b}", l)
-            self._define(layer.pre_activation, _symbol("a", r"\mathbf{a}", l))
+                self.symbols[layer.bias] = Sym("b", r"\mathbf{b}", l)
+            self._define(layer.pre_activation, Sym("a", r"\mathbf{a}", l))
             if layer.batch_norm is not None:
                 bn = layer.batch_norm
-                self.symbols[bn.gamma] = _symbol("γ", r"\boldsymbol{\gamma}", l)
-                self.symbols[bn.beta] = _symbol("β", r"\boldsymbol{\beta}", l)
-                self._define(bn.mean, _symbol("μ", r"\boldsymbol{\mu}", l))
-                self._define(bn.scale, _symbol("σ", r"\boldsymbol{\sigma}", l))
-                self._define(bn.normalized, _symbol("x̂", r"\hat{\mathbf{x}}", l))
-                self._define(bn.output, _symbol("â", r"\hat{\mathbf{a}}", l))
+                self.symbols[bn.gamma] = Sym("γ", r"\boldsymbol{\gamma}", l)
+                self.symbols[bn.beta] = Sym("β", r"\boldsymbol{\beta}", l)
+                self._define(bn.mean, Sym("μ", r"\boldsymbol{\mu}", l))
+                self._define(bn.scale, Sym("σ", r"\boldsymbol{\sigma}", l))
+                self._define(bn.normalized, Sym("x̂", r"\hat{\mathbf{x}}", l))
+                self._define(bn.output, Sym("â", r"\hat{\mathbf{a}}", l))
             if layer.activation is not None:
-                self._define(layer.activation, _symbol("z", r"\mathbf{z}", l))
+                self._define(layer.activation, Sym("z", r"\mathbf{z}", l))
         output = self.layers[-1].pre_activation
-        v = _symbol("v", r"\mathbf{v}")
+        v = Sym("v", r"\mathbf{v}")
         if self._reads_softmax(output):
             self.softmaxes[output] = v
             self.equations.forward.append(Equation(len(self.equations.forward) + 1, v,
@@ -241,7 +237,7 @@ class _Derivation:
         else:
             self.equations.forward.append(Equation(len(self.equations.forward) + 1, v, self.symbols[output]))
             self.symbols[output] = v
-        self._define(self.loss, _symbol("E", "E"))
+        self._define(self.loss, Sym("E", "E"))
 
     def _reads_softmax(self, output: Node) -> bool:
         return any(u.op == "sub" and u.inputs[0] is output and u.inputs[1].op == "max" for u in self.users[output])
@@ -252,34 +248,29 @@ class _Derivation:
             delta = self._delta_of(layer)
             l = layer.number
             if layer is self.layers[-1]:
-                self._write(_symbol("δ", r"\boldsymbol{\delta}", l), delta)
+                self._write(Sym("δ", r"\boldsymbol{\delta}", l), delta)
             self._write(_gradient_of(self.symbols[layer.weight]), self.grads[layer.weight.name])
             if layer.bias is not None:
                 self._write(_gradient_of(self.symbols[layer.bias]), self.grads[layer.bias.name])
             if layer.number > 1:
-                self._back_through(self.layers[l - 2], delta)
+                self._back_through(self.layers[l - 2])
 
-    def _back_through(self, layer: _Layer, upper_delta: Node) -> None:
+    def _back_through(self, layer: _Layer) -> None:
         """δ of ``layer`` from the δ of the layer above: through its activation, then its batch norm."""
-        l = layer.number
         delta = self._delta_of(layer)
-        if layer.activation is None and layer.batch_norm is None:
-            self._write(_symbol("δ", r"\boldsymbol{\delta}", l), delta)
-            return
-        below_activation = delta
-        if layer.batch_norm is not None:
-            below_activation = self._rule_result(layer.activation, delta) if layer.activation is not None else None
-            if below_activation is None:
-                raise NotInCourseForm(f"layer {l}: no gradient node of the activation before batch norm")
+        delta_symbol = Sym("δ", r"\boldsymbol{\delta}", layer.number)
         if layer.activation is not None:
-            lhs = _symbol("δ̂", r"\hat{\boldsymbol{\delta}}", l) if layer.batch_norm else \
-                _symbol("δ", r"\boldsymbol{\delta}", l)
+            below_activation = delta if layer.batch_norm is None else self._rule_result(layer.activation, delta)
+            if below_activation is None:
+                raise NotInCourseForm(f"layer {layer.number}: no gradient node of its activation's rule")
+            lhs = Sym("δ̂", r"\hat{\boldsymbol{\delta}}", layer.number) if layer.batch_norm else delta_symbol
             self._write_activation(lhs, below_activation, layer)
         if layer.batch_norm is not None:
             bn = layer.batch_norm
             self._write(_gradient_of(self.symbols[bn.gamma]), self.grads[bn.gamma.name])
             self._write(_gradient_of(self.symbols[bn.beta]), self.grads[bn.beta.name])
-            self._write(_symbol("δ", r"\boldsymbol{\delta}", l), delta)
+        if layer.activation is None or layer.batch_norm is not None:
+            self._write(delta_symbol, delta)
 
     def _write_activation(self, lhs: Sym, node: Node, layer: _Layer) -> None:
         """lhs = f′(·) ⊙ (what came through the layer above), split as the activation's rule built it."""
