@@ -22,6 +22,8 @@ from graphc.explain.equations import Equations, NotInCourseForm, derive
 from graphc.explain.expressions import (Call, Coef, Expr, Had, Indicator, Lin, MatVec, Num, Outer, Printer,
                                         Quotient, Square, Sym, Total)
 
+from support import needs_fashion_mnist
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 F64 = "float64"
 TEXT = Printer(tex=False)
@@ -231,3 +233,12 @@ def test_show_takes_the_input_shape_and_fits_the_targets_to_the_loss(tmp_path: P
     assert "y: i32[N]" in capsys.readouterr().out
     assert main(["show", str(model), "--input-shape", "3x"]) == 2
     assert "--input-shape '3x' is not a shape" in capsys.readouterr().err
+
+
+@needs_fashion_mnist
+def test_show_takes_the_input_shape_from_a_data_set(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["show", str(EXAMPLES / "mlp.py"), "--dataset", "fashion-mnist", "--view", "forward"]) == 0
+    header = capsys.readouterr().out.splitlines()[1]
+    assert "x: f32[N,784]" in header and "y: i32[N]" in header
+    assert main(["show", str(EXAMPLES / "mlp.py"), "--dataset", "fashion-mnist", "--input-shape", "784"]) == 2
+    assert "either --input-shape or --dataset" in capsys.readouterr().err
