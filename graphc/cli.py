@@ -18,10 +18,8 @@ from pathlib import Path
 from typing import Any, Callable, NoReturn, Optional, Sequence
 
 from graphc import optim
-from graphc.compiler import compile as compile_graph
 from graphc.errors import GraphcError
 from graphc.explain.equations import equations_text
-from graphc.ir.dot import to_dot
 from graphc.ir.render import render
 from graphc.passes import optimize
 from graphc.passes.cost import estimate
@@ -146,7 +144,7 @@ def run_show(args: argparse.Namespace) -> int:
         render(step.draw(args.view or "grad", collapse), args.render)
         print(f"{args.view or 'grad'} graph drawn in {args.render}")
     if args.dot:
-        Path(args.dot).write_text(to_dot(step.source_program.grads, title="grad") + "\n")
+        Path(args.dot).write_text(step.draw("autodiff").source + "\n")
         print(f"gradient graph written to {args.dot}")
     return 0
 

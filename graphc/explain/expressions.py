@@ -337,10 +337,6 @@ def _layout(reader: Reader, node: Node) -> Expr:
     return reader.read(node.inputs[0])
 
 
-def _elementwise(reader: Reader, node: Node) -> Expr:
-    return Call(node.op, (reader.read(node.inputs[0]),))
-
-
 _READINGS: dict[str, Callable[[Reader, Node], Optional[Expr]]] = {
     "mul": _mul, "div": _div, "matmul": _matmul, "sum": _sum, "where": _where,
     **{op: _compare for op in _RELATIONS}, **{op: _layout for op in _LAYOUT_OPS},
