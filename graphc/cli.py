@@ -126,6 +126,8 @@ def run_show(args: argparse.Namespace) -> int:
     config = TrainConfig.from_options(model_file.defaults, _trainer_options(args))
     if args.format == "latex" and args.view != "equations":
         raise UsageError("--format latex applies to --view equations")
+    if args.collapse and not args.render:
+        raise UsageError("--collapse applies to --render")
     if args.render and args.view not in DRAWN_VIEWS + (None,):
         raise UsageError(f"--render draws one of the views {', '.join(DRAWN_VIEWS)}, not {args.view}")
     shape = parse_shape(args.input_shape) if args.input_shape else None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import operator
+import re
 from pathlib import Path
 from typing import Any
 
@@ -199,6 +200,15 @@ def test_a_graph_without_dense_layers_says_why_it_has_no_equations() -> None:
     with pytest.raises(NotInCourseForm, match="no weight matrix"):
         derive(step.program)
     assert step.show("equations").startswith("(no equations: the model has no weight matrix")
+
+
+@pytest.mark.parametrize("layers, reason", [
+    ([nn.MixtureOfExperts([nn.Dense(4), nn.Dense(4)])], "both read the input x: the model is not one chain"),
+    ([nn.Dense(4), gc.exp], "there is 'exp', not an activation (tanh, sigmoid, relu) or batch norm"),
+])
+def test_a_graph_of_another_form_names_the_part_that_does_not_fit(layers: list[Any], reason: str) -> None:
+    with pytest.raises(NotInCourseForm, match=re.escape(reason)):
+        derive(_step(layers, "ce").program)
 
 
 def test_latex_is_one_aligned_block_with_every_equation() -> None:

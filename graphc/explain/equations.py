@@ -155,10 +155,10 @@ class _Derivation:
             raise NotInCourseForm("the model has no weight matrix, so no dense layer to write equations for")
         layers = []
         for weight in weights:
-            matmuls = [u for u in self.users[weight] if u.op == "matmul" and u.inputs[1] is weight]
-            if len(matmuls) != 1:
+            products = [u for u in self.users[weight] if u.op in ("matmul", "transpose")]
+            if len(products) != 1 or products[0].op != "matmul" or products[0].inputs[1] is not weight:
                 raise NotInCourseForm(f"{weight.name} is not used by exactly one dense layer (x @ W)")
-            matmul = matmuls[0]
+            matmul = products[0]
             bias = next((u for u in self.users[matmul] if u.op == "add" and u.inputs[0] is matmul
                          and u.inputs[1].op == "param" and u.inputs[1].ndim == 1), None)
             layers.append(_Layer(0, weight, matmul, bias if bias is not None else matmul,
@@ -173,6 +173,9 @@ class _Derivation:
     def _between(self, layer: _Layer, next_input: Node) -> None:
         """Fill in the batch norm and activation that lead from ``layer`` to the next layer's input."""
         node = next_input
+        if node.op == "input":
+            raise NotInCourseForm(f"dense layers {layer.number} and {layer.number + 1} both read the input "
+                                  f"{node.name}: the model is not one chain of layers")
         if node.op in ACTIVATIONS:
             layer.activation, node = node, node.inputs[0]
         if node is not layer.pre_activation:

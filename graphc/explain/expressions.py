@@ -373,7 +373,10 @@ class Printer:
         if isinstance(expr, Num):
             return self.number(expr.value), _ATOM if expr.value >= 0 else _SUM
         if isinstance(expr, Lin):
-            return self.linear(expr), _SUM
+            (coef, body), *rest = expr.terms
+            # c/Nᵏ alone prints in parentheses already: "(1/N)"
+            alone = not rest and body == ONE and coef.value > 0 and coef.per_n < 0
+            return self.linear(expr), _ATOM if alone else _SUM
         if isinstance(expr, Had):
             joint = r" \odot " if self.tex else " ⊙ "
             return joint.join(self.wrapped(f, _APPLY) for f in expr.factors), _PRODUCT
