@@ -22,6 +22,7 @@ from graphc.cli import main
 from graphc.explain.equations import Equations, NotInCourseForm, derive
 from graphc.explain.expressions import (Call, Coef, Expr, Had, Indicator, Lin, MatVec, Num, Outer, Printer,
                                         Quotient, Square, Sym, Total)
+from graphc.testing.gradcheck import numeric_grad
 
 from support import needs_fashion_mnist
 
@@ -173,6 +174,14 @@ def test_evaluating_the_printed_equations_gives_the_graphs_gradients(layers: lis
     np.testing.assert_allclose(env["E"], loss_value, rtol=1e-10)
     for (name, _), value in zip(step.program.grads.items(), grads):
         np.testing.assert_allclose(env[f"∂E/∂{names[name[1:]]}"], value, rtol=1e-9, atol=1e-12, err_msg=name)
+    # and against central differences of the loss, for the first layer's weights
+    first = next(p for p in variables if p.endswith(".W"))
+
+    def loss_of(w: np.ndarray) -> np.ndarray:
+        return gc.evaluate([step.program.outputs["loss"]], {"x": x, "y": target}, {**variables, first: w})[0]
+
+    np.testing.assert_allclose(env[f"∂E/∂{names[first]}"], numeric_grad(loss_of, variables[first]),
+                               rtol=1e-6, atol=1e-9)
 
 
 def _symbol_names(step: gc.CompiledStep) -> dict[str, str]:
