@@ -2,8 +2,8 @@
 
 Forward nodes are white boxes and gradient nodes orange ones, so the backward
 pass stands out as the mirror image of the forward one; each gradient node has
-a dashed edge to the forward node whose rule made it (drawn without pulling
-the layout, which the data edges decide).  Nodes sit in a frame named after
+a dashed edge to the forward node whose rule made it, when that node is in the
+picture (drawn without pulling the layout, which the data edges decide).  Nodes sit in a frame named after
 the layer that built them, and every data edge carries the shape of the value
 it moves.  ``collapse`` turns a layer into one box (one for its forward nodes,
 one for its gradient nodes), which keeps a deep model's picture readable.
