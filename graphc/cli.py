@@ -13,25 +13,25 @@ running it, so a new option is one line in the first.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 from typing import Any, Callable, NoReturn, Optional, Sequence
 
-from graphc import ops, optim
-from graphc.compiler import compile as compile_graph
+from graphc import optim
 from graphc.errors import GraphcError
-from graphc.ir.dot import to_dot
+from graphc.explain.equations import equations_text
+from graphc.ir.render import render
 from graphc.passes import optimize
 from graphc.passes.cost import estimate
 from graphc.runtime.step import CompiledStep
-from graphc.train import TrainConfig, Trainer, load_model_file, load_splits, make_optimizer
-from graphc.train.trainer import DATASETS, model_loss, model_output
+from graphc.train import TrainConfig, Trainer, load_model_file, load_splits
+from graphc.train.show_graph import build_step, parse_shape
+from graphc.train.trainer import DATASETS
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 SHOW_VIEWS = ("forward", "grad", "step", "source")
-FASHION_MNIST_TRAIN = 60_000
+DRAWN_VIEWS = ("forward", "grad", "autodiff", "step")
 
 
 class UsageError(GraphcError):
@@ -82,8 +82,20 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
 def _add_show_arguments(parser: argparse.ArgumentParser) -> None:
     _add_model_file(parser)
     _add_optimizer_options(parser)
-    parser.add_argument("--view", choices=SHOW_VIEWS + ("autodiff", "all"),
-                        help="which view to print (default all, or none with --passes)")
+    parser.add_argument("--view", choices=SHOW_VIEWS + ("autodiff", "equations", "all"),
+                        help="which view to print, or to draw with --render (default: print all; "
+                             "none with --passes or --render, which draws grad)")
+    parser.add_argument("--format", choices=("text", "latex"), default="text",
+                        help="how --view equations is written (default text, in Unicode)")
+    parser.add_argument("--render", metavar="FILE",
+                        help="draw the view with Graphviz into FILE (.svg, .png or .pdf)")
+    parser.add_argument("--collapse", nargs="?", const="all", metavar="LAYERS",
+                        help="with --render, draw each layer (or the comma-separated LAYERS) as one box")
+    parser.add_argument("--input-shape", metavar="SHAPE",
+                        help="one example's shape, such as 784 or 28,28, for models not about Fashion-MNIST")
+    parser.add_argument("--dataset", choices=tuple(DATASETS),
+                        help="take the input shape and size from this data set (default: Fashion-MNIST's)")
+    parser.add_argument("--data", metavar="DIR", help="folder holding the data set's four IDX files")
     parser.add_argument("--dot", metavar="FILE", help="write the gradient graph in Graphviz DOT format")
     parser.add_argument("--passes", action="store_true",
                         help="print the program before and after each optimization phase, and the step's cost")
@@ -112,19 +124,29 @@ def run_train(args: argparse.Namespace) -> int:
 def run_show(args: argparse.Namespace) -> int:
     model_file = load_model_file(args.model_file)
     config = TrainConfig.from_options(model_file.defaults, _trainer_options(args))
-    x, y = ops.input("x", (None, 784), "float32"), ops.input("y", (None,), "int32")
-    loss = model_loss(model_file.loss, model_output(model_file.model, x, training=True), y)
-    step = compile_graph(loss, make_optimizer(config, _fashion_mnist_steps_per_epoch(config)))
-    view = args.view or ("none" if args.passes else "all")
-    views = SHOW_VIEWS if view == "all" else () if view == "none" else (view,)
+    if args.format == "latex" and args.view != "equations":
+        raise UsageError("--format latex applies to --view equations")
+    if args.collapse and not args.render:
+        raise UsageError("--collapse applies to --render")
+    if args.render and args.view not in DRAWN_VIEWS + (None,):
+        raise UsageError(f"--render draws one of the views {', '.join(DRAWN_VIEWS)}, not {args.view}")
+    shape = parse_shape(args.input_shape) if args.input_shape else None
+    step = build_step(model_file, config, shape, args.dataset, args.data)
+    view = args.view or ("none" if args.passes or args.render else "all")
+    views = SHOW_VIEWS if view == "all" else () if view == "none" or args.render else (view,)
     if args.passes:
         _print_passes(step)
     for view in views:
         print(f"==== {view} ====")
-        print(step.show(view).rstrip("\n"))
+        text = equations_text(step.program, tex=args.format == "latex") if view == "equations" else step.show(view)
+        print(text.rstrip("\n"))
         print()
+    if args.render:
+        collapse = True if args.collapse == "all" else tuple(args.collapse.split(",")) if args.collapse else ()
+        render(step.draw(args.view or "grad", collapse), args.render)
+        print(f"{args.view or 'grad'} graph drawn in {args.render}")
     if args.dot:
-        Path(args.dot).write_text(to_dot(step.source_program.grads, title="grad") + "\n")
+        Path(args.dot).write_text(step.draw("autodiff").source + "\n")
         print(f"gradient graph written to {args.dot}")
     return 0
 
@@ -146,15 +168,10 @@ def _print_passes(step: CompiledStep) -> None:
     print()
 
 
-def _fashion_mnist_steps_per_epoch(config: TrainConfig) -> int:
-    """What ``train`` would use on the full training set, so ``show`` prints the same step."""
-    examples = FASHION_MNIST_TRAIN - int(FASHION_MNIST_TRAIN * config.val_fraction)
-    return math.ceil(examples / config.batch_size)
-
-
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
     "train": ("train a model file on Fashion-MNIST or MNIST", _add_train_arguments, run_train),
-    "show": ("print the forward graph, gradient graph, optimized step and generated source",
+    "show": ("print or draw the forward graph, gradient graph, optimized step, generated source, "
+             "or backprop as equations",
              _add_show_arguments, run_show),
 }
 

@@ -51,10 +51,14 @@ class Program:
         used = {d for n in self.nodes() for d in n.shape if isinstance(d, str)}
         return sorted(used - provided)
 
-    def format(self) -> str:
+    def shown(self) -> dict[str, Node]:
+        """Outputs and new variable values by name (a variable's new value is ``name'``)."""
         shown: dict[str, Node] = dict(self.outputs)
         shown.update({f"{v.name}'": new for v, new in self.updates.items()})
-        return format_graph(shown, title=self.name)
+        return shown
+
+    def format(self) -> str:
+        return format_graph(self.shown(), title=self.name)
 
 
 def collect_state_updates(roots: list[Node]) -> dict[Node, Node]:

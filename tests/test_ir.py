@@ -12,14 +12,13 @@ import os
 import re
 from typing import Callable
 
-import networkx as nx
 import numpy as np
 import pytest
 
 import graphc as gc
 from graphc import ops
 from graphc.errors import DTypeError, FeedError, ShapeError
-from graphc.ir.graph import depends_on, to_networkx, toposort
+from graphc.ir.graph import depends_on, toposort
 from graphc.ir.node import Node
 from graphc.ir.printing import type_str
 
@@ -245,46 +244,6 @@ def test_format_graph_marks_gradient_nodes_with_their_forward_node() -> None:
         if node in fresh:
             assert text.endswith(f"{THIS_FILE}:{line}"), text  # gradient nodes carry their forward node's line
     assert sum(node.origin is not None for node in fresh) > 0
-
-
-_NODE_STATEMENT = re.compile(r'\s*(n\d+) \[label="([^"]*)"(.*)\];')
-_EDGE_STATEMENT = re.compile(r"\s*(n\d+) -> (n\d+);")
-_OUTPUT_STATEMENT = re.compile(r'\s*"out:(\w+)" \[shape=plaintext\]; (n\d+) -> "out:\w+";')
-
-
-def _parse_dot(text: str) -> tuple[nx.MultiDiGraph, dict[str, str], dict[str, str]]:
-    """A DOT digraph as written by to_dot: its graph, node attributes by id, and outputs by name."""
-    lines = text.splitlines()
-    assert re.fullmatch(r'digraph "\w+" \{', lines[0]) and lines[-1] == "}"
-    graph, attrs, outputs = nx.MultiDiGraph(), {}, {}
-    for line in lines[1:-1]:
-        if node := _NODE_STATEMENT.fullmatch(line):
-            graph.add_node(node[1])
-            attrs[node[1]] = node[3]
-        elif edge := _EDGE_STATEMENT.fullmatch(line):
-            assert edge[1] in graph and edge[2] in graph, f"edge before its nodes: {line}"
-            graph.add_edge(edge[1], edge[2])
-        elif output := _OUTPUT_STATEMENT.fullmatch(line):
-            outputs[output[1]] = output[2]
-        else:
-            assert line.strip() in ("rankdir=TB;", 'node [shape=box, fontname="monospace", fontsize=10];'), line
-    return graph, attrs, outputs
-
-
-def test_to_dot_writes_the_graph_as_a_digraph() -> None:
-    outputs, _, _ = _model()
-    graph, attrs, named = _parse_dot(gc.to_dot(outputs))
-    ir = nx.MultiDiGraph()
-    for node in toposort(list(outputs.values())):
-        ir.add_node(node)
-        for operand in node.inputs:
-            ir.add_edge(operand, node)
-    assert nx.is_isomorphic(graph, ir)
-    assert len(to_networkx(list(outputs.values()))) == graph.number_of_nodes()
-    assert set(named) == {"loss", "dw"} and all(graph.out_degree(named[k]) == 0 for k in named)
-    order = toposort(list(outputs.values()))
-    assert sum("fillcolor" in a for a in attrs.values()) == sum(n.origin is not None for n in order)
-    assert sum("ellipse" in a for a in attrs.values()) == 3
 
 
 # ---------------------------------------------------------------- feeds

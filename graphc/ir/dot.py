@@ -1,29 +1,139 @@
-"""DOT export, for drawing a graph with Graphviz (``dot -Tpng``).
+"""A graph as a Graphviz drawing: the DOT text, and the ``graphviz.Digraph`` that renders it.
 
-Forward nodes are boxes; gradient nodes (those with an origin) are shaded, so
-the backward pass stands out as the mirror image of the forward one.
+Forward nodes are white boxes and gradient nodes orange ones, so the backward
+pass stands out as the mirror image of the forward one; each gradient node has
+a dashed edge to the forward node whose rule made it, when that node is in the
+picture (drawn without pulling the layout, which the data edges decide).  Nodes sit in a frame named after
+the layer that built them, and every data edge carries the shape of the value
+it moves.  ``collapse`` turns a layer into one box (one for its forward nodes,
+one for its gradient nodes), which keeps a deep model's picture readable.
+Scalar constants are written into the label of the node that reads them
+instead of being drawn, since a box for every ``1.0`` only adds clutter.
 """
 from __future__ import annotations
 
+from collections import defaultdict
+from typing import Collection, Sequence, Union
+
+import graphviz
+
 from graphc.ir.graph import toposort
-from graphc.ir.printing import Namer, Outputs, _as_named, type_str
+from graphc.ir.layer import layer_of
+from graphc.ir.node import Node
+from graphc.ir.printing import Namer, Outputs, _as_named, inline_constant, type_str
+from graphc.ir.shapes import fmt
+
+FORWARD_FILL = "white"
+GRADIENT_FILL = "#fbd7a8"
+LEAF_FILL = {"input": "#e3e3e3", "param": "#cfe8cf", "state": "#d7e3f4"}
+ORIGIN_EDGE = {"style": "dashed", "color": "#c06000", "constraint": "false", "arrowhead": "empty"}
+
+Collapse = Union[bool, Collection[str]]
 
 
-def to_dot(outputs: Outputs, title: str = "graph") -> str:
+def to_dot(outputs: Outputs, title: str = "graph", collapse: Collapse = (), context: Sequence[Node] = ()) -> str:
+    """The DOT text of :func:`draw`."""
+    return draw(outputs, title, collapse, context).source
+
+
+def draw(outputs: Outputs, title: str = "graph", collapse: Collapse = (),
+         context: Sequence[Node] = ()) -> graphviz.Digraph:
+    """The drawing of everything ``outputs`` and ``context`` depend on.
+
+    ``context`` adds nodes drawn without being outputs: for a gradient graph, the
+    loss, so that the forward nodes the gradient rules came from are in the
+    picture.  (Origins are not followed themselves: hash-consing can share a
+    gradient node with another model, whose forward node is then its origin.)
+    ``collapse`` is True (every layer) or the names of the layers to fold.
+    """
     named = _as_named(outputs)
-    order = toposort(list(named.values()))
-    name = Namer()
-    ids = {node: f"n{i}" for i, node in enumerate(order)}
-    lines = [f'digraph "{title}" {{', "  rankdir=TB;", '  node [shape=box, fontname="monospace", fontsize=10];']
-    for node in order:
-        label = f"{name(node)} = {node.op}\\n{type_str(node)}" if node.name is None else f"{node.name}\\n{type_str(node)}"
-        style = ', style=filled, fillcolor="#dde8f7"' if node.origin is not None else ""
-        if node.op in ("input", "param", "state"):
-            style = ', shape=ellipse'
-        lines.append(f'  {ids[node]} [label="{label}"{style}];')
-        for operand in node.inputs:
-            lines.append(f"  {ids[operand]} -> {ids[node]};")
+    order = [n for n in toposort(list(named.values()) + list(context)) if not inline_constant(n)]
+    boxes = _Boxes(order, collapse)
+    graph = graphviz.Digraph(title, graph_attr={"rankdir": "TB", "label": title, "labelloc": "t",
+                                                "fontname": "sans-serif", "newrank": "true"},
+                             node_attr={"shape": "box", "fontname": "monospace", "fontsize": "10",
+                                        "style": "filled", "fillcolor": FORWARD_FILL},
+                             edge_attr={"fontname": "monospace", "fontsize": "8"})
+    by_layer: dict[str, list[tuple[str, str, dict[str, str]]]] = defaultdict(list)
+    for box, (label, attrs, layer) in boxes.labels.items():
+        if layer is not None and not boxes.folded(layer):
+            by_layer[layer].append((box, label, attrs))
+        else:
+            graph.node(box, label, **attrs)
+    for layer, members in by_layer.items():
+        with graph.subgraph(name=f"cluster_{layer}") as frame:
+            frame.attr(label=layer, style="rounded,dashed", color="#888888", fontname="sans-serif")
+            for box, label, attrs in members:
+                frame.node(box, label, **attrs)
+    for source, target, shape in boxes.edges:
+        graph.edge(source, target, label=shape)
+    for gradient, forward in boxes.origin_links:
+        graph.edge(gradient, forward, **ORIGIN_EDGE)
     for out_name, node in named.items():
-        lines.append(f'  "out:{out_name}" [shape=plaintext]; {ids[node]} -> "out:{out_name}";')
-    lines.append("}")
-    return "\n".join(lines)
+        graph.node(f"out/{out_name}", out_name, shape="plaintext", style="")
+        graph.edge(boxes.of(node), f"out/{out_name}", label=fmt(node.shape))
+    return graph
+
+
+class _Boxes:
+    """The boxes of the drawing: one per node, or one per folded layer's forward or gradient part."""
+
+    def __init__(self, order: list[Node], collapse: Collapse):
+        self.collapse = collapse
+        self.name = Namer()
+        self.box: dict[Node, str] = {}
+        self.single: set[str] = set()  # boxes that hold one node
+        self.labels: dict[str, tuple[str, dict[str, str], str | None]] = {}
+        folded_count: dict[str, int] = defaultdict(int)
+        for i, node in enumerate(order):
+            layer = layer_of(node)
+            if layer is not None and self.folded(layer) and node.op not in ("input", "param", "state"):
+                gradient = node.origin is not None
+                box = f"{'grad' if gradient else 'fwd'}/{layer}"
+                folded_count[box] += 1
+                self.box[node] = box
+                fill = GRADIENT_FILL if gradient else FORWARD_FILL
+                self.labels[box] = (f"{'∂' if gradient else ''}{layer}\\n{_count(folded_count[box])}",
+                                    {"fillcolor": fill, "style": "filled,bold"}, None)
+            else:
+                self.box[node] = f"n{i}"
+                self.single.add(f"n{i}")
+                self.labels[f"n{i}"] = (self._label(node), self._look(node), layer)
+        self.edges: list[tuple[str, str, str]] = []
+        seen: set[tuple[str, str]] = set()
+        for node in order:
+            for operand in node.inputs:
+                if operand not in self.box:
+                    continue
+                pair = (self.box[operand], self.box[node])
+                folded = pair[0] not in self.single or pair[1] not in self.single
+                if pair[0] == pair[1] or (folded and pair in seen):
+                    continue  # one edge between folded boxes; x ⊙ x keeps both of its edges
+                seen.add(pair)
+                self.edges.append((pair[0], pair[1], fmt(operand.shape)))
+        self.origin_links = sorted({(self.box[n], self.box[n.origin.forward]) for n in order
+                                    if n.origin is not None and n.origin.forward in self.box
+                                    and self.box[n] != self.box[n.origin.forward]})
+
+    def folded(self, layer: str) -> bool:
+        return self.collapse is True or (not isinstance(self.collapse, bool) and layer in self.collapse)
+
+    def of(self, node: Node) -> str:
+        return self.box[node]
+
+    def _label(self, node: Node) -> str:
+        if node.name is not None:
+            return f"{node.name}\\n{type_str(node)}"
+        constants = " ".join(self.name(i) for i in node.inputs if inline_constant(i))
+        rule = f"\\n∂ {node.origin.rule}" if node.origin is not None else ""
+        return f"{self.name(node)} = {node.op} {constants}".rstrip() + f"\\n{type_str(node)}{rule}"
+
+    @staticmethod
+    def _look(node: Node) -> dict[str, str]:
+        if node.op in LEAF_FILL:
+            return {"shape": "ellipse", "fillcolor": LEAF_FILL[node.op]}
+        return {"fillcolor": GRADIENT_FILL if node.origin is not None else FORWARD_FILL}
+
+
+def _count(nodes: int) -> str:
+    return "1 node" if nodes == 1 else f"{nodes} nodes"

@@ -21,7 +21,7 @@ from graphc.errors import DTypeError, ShapeError
 from graphc.ir import dtypes
 from graphc.ir.primitives import PRIMITIVES, DTypeMismatch, Primitive
 from graphc.ir.shapes import Shape, ShapeMismatch, fmt
-from graphc.ir.site import Origin, Site, at_site, current_origin, user_site
+from graphc.ir.site import Origin, Site, at_site, current_origin, inherited_meta, user_site
 
 
 class Literal:
@@ -100,6 +100,12 @@ class Node:
 
     __hash__ = object.__hash__
 
+    def _repr_svg_(self) -> Optional[str]:
+        """Jupyter's picture of a node: the graph that computes it (None without Graphviz's ``dot``)."""
+        from graphc.ir.dot import draw  # imported here: the drawing modules import this one
+        from graphc.ir.render import svg_or_none
+        return svg_or_none(draw([self], title=repr(self)))
+
     # Arithmetic operators delegate to the DSL (graphc.ops) so that ``x @ W + b``
     # builds the same nodes as ``gc.add(gc.matmul(x, W), b)``.
     def __add__(self, o: Any) -> "Node": return _ops.add(self, o)
@@ -169,7 +175,7 @@ def make(op: str, inputs: Sequence[Node] = (), **attrs: Any) -> Node:
         node.serial = next(_serials)
         node.site = user_site()
         node.origin = current_origin()
-        node.meta = {}
+        node.meta = inherited_meta()
         _table[key] = node
     return node
 

@@ -54,6 +54,8 @@ class Origin:
 
 _origin: Optional[Origin] = None
 _site_override: Optional[Site] = None
+INHERITED_META = ("layer",)  # node.meta entries a rewritten node keeps from the node it replaces
+_inherited_meta: Mapping[str, object] = {}
 _layer_calls: dict[int, Site] = {}  # id of a layer's __call__ frame → the line that declared the layer
 
 
@@ -92,6 +94,11 @@ def current_origin() -> Optional[Origin]:
     return _origin
 
 
+def inherited_meta() -> dict[str, object]:
+    """The non-structural facts (such as the layer that built it) a node built now starts with."""
+    return dict(_inherited_meta)
+
+
 @contextmanager
 def building_gradient_of(forward: "Node", rule: str) -> Iterator[None]:
     """Nodes built inside are gradient nodes of ``forward``, made by ``rule``, at its site."""
@@ -110,13 +117,14 @@ def rebuilding(original: "Node", renamed: "Mapping[Node, Node]") -> Iterator[Non
 
     ``renamed`` maps forward nodes to their rewritten selves, so a gradient node's
     origin keeps pointing at a node of the same (optimized) graph."""
-    global _origin, _site_override
-    saved = _origin, _site_override
+    global _origin, _site_override, _inherited_meta
+    saved = _origin, _site_override, _inherited_meta
     origin = original.origin
     if origin is not None:
         origin = Origin(renamed.get(origin.forward, origin.forward), origin.rule)
     _origin, _site_override = origin, original.site
+    _inherited_meta = {k: v for k, v in original.meta.items() if k in INHERITED_META}
     try:
         yield
     finally:
-        _origin, _site_override = saved
+        _origin, _site_override, _inherited_meta = saved

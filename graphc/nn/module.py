@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterator, Mapping, Optional
 from graphc import composites, ops
 from graphc.errors import GraphcError
 from graphc.ir.node import Node
+from graphc.ir.layer import mark_layer
 from graphc.ir.site import layer_call, user_site
 from graphc.ir.shapes import Shape
 
@@ -36,6 +37,8 @@ class Module:
     def __call__(self, x: Node, training: bool = True) -> Node:
         with layer_call(self.declared_at):
             y = self.forward(x, training)
+        if self.name:
+            mark_layer(self.name, y, x)
         self.output_shape = y.shape
         return y
 

@@ -13,19 +13,25 @@ from __future__ import annotations
 
 import threading
 from contextlib import nullcontext
-from typing import Any, Callable, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 import numpy as np
 
 from graphc.backends.numpy_backend import Generated
 from graphc.errors import FeedError
+from graphc.explain.equations import Equations, derive, equations_text
 from graphc.interpreter import bind_symbols, evaluate
+from graphc.ir.dot import Collapse, draw
 from graphc.ir.node import Node
 from graphc.ir.printing import format_graph
+from graphc.ir.render import svg_or_none
 from graphc.ir.shapes import resolve, symbols_of
 from graphc.passes.memory import Plan
 from graphc.program import Program
 from graphc.runtime.store import Store
+
+if TYPE_CHECKING:
+    import graphviz
 
 Structure = Union[None, list, str]  # a single output, a list of outputs, or a dict ("dict")
 
@@ -129,22 +135,44 @@ class CompiledStep:
         return self.generated.source
 
     def show(self, view: str = "step") -> str:
-        """One view of the compiled function:
+        """One view of the compiled function, as text:
 
         ``forward`` the model as built; ``grad`` the gradients after optimization
         (what the step computes); ``autodiff`` the gradients as reverse mode first
         wrote them; ``step`` the whole optimized program, updates included;
-        ``source`` the generated code.
+        ``source`` the generated code; ``equations`` backprop in the course's notation.
         """
-        if view == "forward":
-            return format_graph(self.source_program.outputs, title="forward")
-        if view in ("grad", "autodiff"):
-            grads = (self.program if view == "grad" else self.source_program).grads
-            if not grads:
-                return "(no gradients: this function was compiled without an optimizer)"
-            return format_graph(grads, title=view)
-        if view == "step":
-            return self.program.format()
         if view == "source":
             return self.source
-        raise ValueError(f"unknown view {view!r}: choose forward, grad, autodiff, step or source")
+        if view == "equations":
+            return equations_text(self.program)
+        if view == "step":
+            return self.program.format()
+        graph = self.graph(view)
+        if not graph:
+            return "(no gradients: this function was compiled without an optimizer)"
+        return format_graph(graph, title=view)
+
+    def equations(self) -> Equations:
+        """Backprop as the course writes it, read off the gradient graph (LaTeX in Jupyter);
+        raises :class:`~graphc.explain.equations.NotInCourseForm` for a graph not of that form."""
+        return derive(self.program)
+
+    def graph(self, view: str) -> dict[str, Node]:
+        """The named nodes a view (``forward``, ``grad``, ``autodiff`` or ``step``) shows."""
+        if view == "forward":
+            return dict(self.source_program.outputs)
+        if view in ("grad", "autodiff"):
+            return dict((self.program if view == "grad" else self.source_program).grads)
+        if view == "step":
+            return self.program.shown()
+        raise ValueError(f"unknown view {view!r}: choose forward, grad, autodiff, step, source or equations")
+
+    def draw(self, view: str = "grad", collapse: Collapse = ()) -> "graphviz.Digraph":
+        """A view as a Graphviz drawing (shown as a picture in Jupyter); see :func:`graphc.ir.dot.draw`."""
+        context = self.source_program if view == "autodiff" else self.program
+        return draw(self.graph(view), title=view, collapse=collapse, context=list(context.outputs.values()))
+
+    def _repr_svg_(self) -> Optional[str]:
+        """Jupyter's picture of a train step: its gradient graph (the forward graph without an optimizer)."""
+        return svg_or_none(self.draw("grad" if self.program.grads else "forward"))

@@ -12,6 +12,7 @@ replayed run does not reproduce exactly.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from dataclasses import asdict, dataclass, fields
@@ -67,6 +68,10 @@ class History:
         best = self.best_epoch()
         return 0 if best is None else len(self.records) - best
 
+    def _repr_html_(self) -> str:
+        """Jupyter's view of a history: the loss and accuracy curves, then the records."""
+        return to_html(self)
+
     def write(self, directory: Path) -> list[Path]:
         """history.csv, history.json and history.png in ``directory``; returns their paths."""
         paths = [directory / "history.csv", directory / "history.json", directory / "history.png"]
@@ -84,8 +89,8 @@ def write_csv(history: History, path: Path) -> None:
             writer.writerow({k: "" if v is None else v for k, v in row.items()})
 
 
-def plot(history: History, path: Path) -> None:
-    """Loss curves on the left, accuracy curves on the right."""
+def plot(history: History, path: Path | io.StringIO) -> None:
+    """Loss curves on the left, accuracy curves on the right; a text buffer receives SVG."""
     # Imported here: matplotlib takes a noticeable fraction of a second to load,
     # which ``graphc show`` and library users who never plot should not pay.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -99,7 +104,24 @@ def plot(history: History, path: Path) -> None:
     _curves(accuracy_axes, history, {"val_accuracy": "validation", "test_accuracy": "test"}, "accuracy")
     for axes in (loss_axes, accuracy_axes):
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-    figure.savefig(path, dpi=100)
+    figure.savefig(path, dpi=100, format="svg" if isinstance(path, io.StringIO) else None)
+
+
+def to_html(history: History) -> str:
+    """The curves and a table of the records, for a notebook."""
+    picture = io.StringIO()
+    plot(history, picture)
+    svg = picture.getvalue()
+    header = "".join(f"<th>{name}</th>" for name in FIELDS)
+    rows = "".join("<tr>" + "".join(f"<td>{_cell(value)}</td>" for value in row.values()) + "</tr>"
+                   for row in history.to_dicts())
+    return f"<div>{svg[svg.index('<svg'):]}<table><tr>{header}</tr>{rows}</table></div>"
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def _curves(axes: Any, history: History, series: dict[str, str], ylabel: str) -> None:
