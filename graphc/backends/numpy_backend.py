@@ -5,8 +5,8 @@ the generated step reads as the graph and a profile of it points back at the
 model.  The source defines ``bind(V, A, B, S, rng)``: given the variable
 arrays ``V``, the store's arenas ``A``, the buffers ``B`` preallocated for one
 batch size and the symbolic sizes ``S`` of that batch, it makes every view that does not depend on the fed inputs (a weight's
-transpose, a gradient's slice of the packed buffer) once, and returns the step
-function.  What is left inside the step is the arithmetic, writing into the
+transpose, a gradient's slice of the packed buffer) once, checking that each
+really shares its operand's memory, and returns the step function.  What is left inside the step is the arithmetic, writing into the
 places the memory plan chose (``out=``).  With an empty plan, every line
 allocates its result: that is the unplanned reference path.
 """

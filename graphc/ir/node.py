@@ -1,13 +1,16 @@
-"""IR nodes: immutable, and hash-consed so that structurally equal nodes are one object.
+"""IR nodes: structurally immutable, and hash-consed so that structurally equal nodes are one object.
 
 Hash-consing gives common-subexpression elimination for free (the gradient of
 ``exp(x)`` reuses the forward ``exp(x)`` node) and makes node identity the
 same thing as structural equality, so graphs can live in dicts and sets keyed
 by identity.  The table holds nodes weakly: a graph nobody references is freed.
 
-Non-structural facts (the user's source line, the gradient rule that made a
-node, a parameter's initializer) ride along on the node but do not take part
-in its identity: the first builder of a node wins.
+Op, operands, attributes, shape and dtype never change once a node exists.
+Non-structural facts ride along and do not take part in its identity: the
+user's source line and the gradient rule that made it (set once, by its first
+builder: a second model that builds an equal node shares it, provenance
+included), and the ``meta`` dict, which is mutable on purpose: a parameter's
+initializer and the layer that built a node are attached after it is made.
 """
 from __future__ import annotations
 

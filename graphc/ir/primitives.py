@@ -1,8 +1,11 @@
 """The primitive ops: for each, its shape/dtype rule and its NumPy reference meaning.
 
 This table is the definition of the IR.  Every other table (gradient rules in
-:mod:`graphc.autodiff.rules`, lowering rules in :mod:`graphc.backends`) is keyed by
-the same names and must cover the same ops; a test checks that they do.  Composite
+:mod:`graphc.autodiff.rules`, the NumPy lowering and the C expressions in
+:mod:`graphc.backends`) is keyed by the same names and must cover the ops it
+serves; tests check each of them against this one (``tests/test_gradients.py``,
+``tests/test_fused_edge_values.py``), and ``tests/test_formulas.py`` checks every
+op's meaning here against an independent NumPy transcription.  Composite
 operations (softmax, cross-entropy, batch norm, ...) are not here: they are DSL
 functions built from these, so passes and backends only ever see this small set.
 
