@@ -370,7 +370,7 @@ def _other_float_round_trip(draw: Draw, pools: _Pools) -> Node:
 def _noise(draw: Draw, pools: _Pools) -> Node:
     """A value plus fresh noise of its shape (a graph draws at most one, see ``graphs``)."""
     x = _pick(draw, pools.floats)
-    draw_noise = ops.normal if draw(st.booleans()) else ops.uniform
+    draw_noise = pools.chooser.choice([ops.normal, ops.uniform])
     return x + draw_noise(x.shape, pools.dtype)
 
 
@@ -405,7 +405,7 @@ RANDOM_OPS: dict[str, Builder] = {"noise": _noise}
 
 # Layout ops are drawn more often than the rest: their memory (views, copies, strides) is where
 # compiled code has gone wrong, and it takes two of them in a row to get there.
-_WEIGHTS = {"layout_chain": 5, "reshape": 2, "transpose": 2, "broadcast_to": 2}
+_WEIGHTS = {"layout_chain": 5, "reshape": 2, "transpose": 2, "broadcast_to": 2, "concat": 2, "matmul": 3}
 
 
 def _input_shape(draw: Draw, sides: list[int], batch: bool) -> tuple:
