@@ -4,8 +4,9 @@ Every mistake a user can make from the command line (a bad flag, a missing
 file, a model file without ``model``, absent data, a shape error in the model)
 ends as one ``graphc: error: ...`` message and exit status 2, never a
 traceback: the message already says what to fix.  So does a file that cannot
-be read or written.  Ctrl-C during training
-saves the exact state and exits with 130, the shell's code for SIGINT.
+be read or written.  Ctrl-C (SIGINT), SIGTERM or SIGHUP during training saves
+the exact state and exits with 128 + the signal's number (130, 143, 129), as
+the shell reports a process the signal ended.
 
 Each subcommand is a pair of functions, one adding its options and one
 running it, so a new option is one line in the first.
@@ -13,6 +14,7 @@ running it, so a new option is one line in the first.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Callable, NoReturn, Optional, Sequence
@@ -29,7 +31,7 @@ from graphc.train.show_graph import build_step, parse_shape
 from graphc.train.trainer import DATASETS
 
 EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 128 + signal.SIGINT
 SHOW_VIEWS = ("forward", "grad", "step", "source")
 DRAWN_VIEWS = ("forward", "grad", "autodiff", "step")
 
@@ -76,6 +78,8 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", metavar="DIR", help="where checkpoints and history go (default runs/<model>)")
     parser.add_argument("--resume", action="store_true",
                         help="continue exactly where the checkpoint in --out stopped (also after Ctrl-C)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the run already in --out (without it such a folder is refused)")
     parser.add_argument("--limit", type=int, metavar="N", help="train on the first N training examples only")
 
 
@@ -112,13 +116,21 @@ def _trainer_options(args: argparse.Namespace) -> dict[str, Any]:
 def run_train(args: argparse.Namespace) -> int:
     model_file = load_model_file(args.model_file)
     config = TrainConfig.from_options(model_file.defaults, _trainer_options(args))
+    out_dir = _out_dir(args.out, model_file.name)
     data = load_splits(args.dataset, args.data, config.val_fraction, config.seed, args.limit)
-    out_dir = Path(args.out) if args.out else Path("runs") / model_file.name
     trainer = Trainer(model_file.model, data, config, out_dir, loss=model_file.loss)
-    result = trainer.run(resume=args.resume)
+    result = trainer.run(resume=args.resume, overwrite=args.overwrite)
     print(f"history and checkpoint written to {out_dir}")
     print(f"test accuracy: {result.test_accuracy:.4f}")
     return 0
+
+
+def _out_dir(option: Optional[str], model_name: str) -> Path:
+    if option is None:
+        return Path("runs") / model_name
+    if not option.strip():
+        raise UsageError("--out is empty; pass the folder for the run's checkpoint and history")
+    return Path(option)
 
 
 def run_show(args: argparse.Namespace) -> int:
@@ -197,8 +209,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"graphc: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt as exc:
-        print(f"graphc: {exc or 'interrupted'}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        print(f"graphc: {str(exc) or 'interrupted'}", file=sys.stderr)
+        return 128 + getattr(exc, "signum", signal.SIGINT)
 
 
 if __name__ == "__main__":

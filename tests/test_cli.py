@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -86,6 +87,58 @@ def test_bad_arguments_give_one_line(argv: list[str], fragment: str, capsys: pyt
     assert len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("argv, fragment", [
+    (["--seed", "-1"], "seed must be an integer >= 0"),
+    (["--lr", "nan"], "lr must be a positive number"),
+    (["--lr-decay", "0"], "lr_decay must be a positive number"),
+    (["--out", ""], "--out is empty"),
+    (["--resume", "--overwrite"], "pass one"),
+])
+def test_bad_train_options_give_one_line(tmp_path: Path, argv: list[str], fragment: str,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["train", str(EXAMPLES / "mlp.py"), "--limit", "300", "--epochs", "1", *argv]
+                + (["--out", str(tmp_path / "run")] if "--out" not in argv else []))
+    assert_clean_error(capsys, code, fragment)
+
+
+@pytest.mark.parametrize("defaults, fragment", [
+    ({"seed": "abc"}, "seed must be an integer >= 0, got 'abc'"),
+    ({"epochs": 2.5}, "epochs must be an integer"),
+    ({"lr": "fast"}, "lr must be a positive number"),
+    ({"val_fraction": None}, "val_fraction must lie in [0, 1)"),
+    ({"optimizer": 3}, "optimizer must be one of"),
+    ({"optimizer_options": []}, "optimizer_options must be a dict"),
+    ({"check_numerics": "yes"}, "check_numerics must be true or false"),
+])
+def test_model_defaults_of_the_wrong_type_give_one_line(tmp_path: Path, defaults: dict, fragment: str,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "typed.py"
+    path.write_text(f"from graphc import nn\nmodel = nn.Dense(10)\ndefaults = {defaults!r}\n")
+    assert_clean_error(capsys, main(["show", str(path)]), fragment)
+
+
+@pytest.mark.parametrize("content, fragment", [
+    (b"\x7fELF\x02\x01\x01\x00\x00\x00", "syntax error"),
+    (b"x = '\xff\xfe'\n", ":1: syntax error"),
+    (b"import sys\nsys.exit(0)\n", "called exit(0) while being loaded"),
+])
+def test_model_files_that_are_not_models_give_one_line(tmp_path: Path, content: bytes, fragment: str,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "odd.py"
+    path.write_bytes(content)
+    err = assert_clean_error(capsys, main(["show", str(path)]), fragment)
+    assert str(path) in err and "None" not in err
+
+
+def test_ctrl_c_during_start_up_says_interrupted(monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    def press_ctrl_c(path: str) -> None:
+        raise KeyboardInterrupt
+    monkeypatch.setattr("graphc.cli.load_model_file", press_ctrl_c)
+    assert main(["show", str(EXAMPLES / "mlp.py")]) == EXIT_INTERRUPTED
+    assert capsys.readouterr().err == "graphc: interrupted\n"
+
+
 def test_missing_model_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     missing = tmp_path / "nope.py"
     assert_clean_error(capsys, main(["train", str(missing)]), str(missing), "does not exist")
@@ -128,13 +181,16 @@ def test_train_writes_history_plot_and_checkpoint(tmp_path: Path, capsys: pytest
 
 
 @needs_fashion_mnist
-def test_ctrl_c_exits_130_and_resume_finishes(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+def test_stop_signal_exits_128_plus_its_number_and_resume_finishes(
+        tmp_path: Path, signum: int, code: int, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
     argv = ["train", str(EXAMPLES / "mlp.py"), "--limit", "600", "--epochs", "2", "--batch-size", "100",
             "--out", str(tmp_path)]
     with monkeypatch.context() as patch:
         patch.setattr(trainer_module, "Batches", InterruptingBatches)
-        assert main(argv) == EXIT_INTERRUPTED
+        patch.setattr(InterruptingBatches, "signum", signum)
+        assert main(argv) == code
     messages = error_lines(capsys.readouterr().err)
     assert len(messages) == 1 and "--resume" in messages[0]
     assert main(argv + ["--resume"]) == 0
@@ -142,6 +198,24 @@ def test_ctrl_c_exits_130_and_resume_finishes(tmp_path: Path, capsys: pytest.Cap
     history = json.loads((tmp_path / "history.json").read_text())
     assert [row["epoch"] for row in history] == [1, 2]
     assert np.isfinite([row["train_loss"] for row in history]).all()
+
+
+@needs_fashion_mnist
+def test_training_again_into_a_run_folder_needs_resume_or_overwrite(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["train", str(EXAMPLES / "mlp.py"), "--limit", "300", "--epochs", "1", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert_clean_error(capsys, main(argv), "already holds a run", "--resume", "--overwrite")
+    assert main(argv + ["--overwrite"]) == 0
+
+
+@needs_fashion_mnist
+def test_out_naming_a_file_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "taken"
+    path.write_text("")
+    code = main(["train", str(EXAMPLES / "mlp.py"), "--limit", "300", "--epochs", "1", "--out", str(path)])
+    assert_clean_error(capsys, code, str(path), "is a file, not a folder")
 
 
 def test_module_entry_point_runs() -> None:

@@ -100,27 +100,31 @@ def test_resume_at_epoch_boundary_is_bit_for_bit(tmp_path: Path) -> None:
 
 
 class InterruptingBatches(Batches):
-    """Batches that deliver SIGINT, as Ctrl-C would, just before one chosen batch."""
+    """Batches that deliver a signal (SIGINT, as Ctrl-C would) just before one chosen batch."""
 
     at: tuple[int, int] = (1, 3)  # (epoch, batch)
+    signum: int = signal.SIGINT
 
     def epoch(self, index: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for i, batch in enumerate(super().epoch(index)):
             if (index, i) == self.at:
-                signal.raise_signal(signal.SIGINT)
+                signal.raise_signal(self.signum)
             yield batch
 
 
-def test_ctrl_c_mid_epoch_saves_a_state_that_resumes_bit_for_bit(tmp_path: Path,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_stop_signal_mid_epoch_saves_a_state_that_resumes_bit_for_bit(tmp_path: Path, signum: int,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     straight = make_trainer(tmp_path / "straight", epochs=3)
     straight_result = straight.run()
 
     with monkeypatch.context() as patch:
         patch.setattr(trainer_module, "Batches", InterruptingBatches)
+        patch.setattr(InterruptingBatches, "signum", signum)
         interrupted = make_trainer(tmp_path / "stopped", epochs=3)
-        with pytest.raises(TrainingInterrupted, match="--resume"):
+        with pytest.raises(TrainingInterrupted, match=f"{signal.Signals(signum).name}: .*--resume") as stop:
             interrupted.run()
+    assert stop.value.signum == signum
     saved = checkpoint.load(interrupted.checkpoint_path).extra["progress"]
     assert (saved["epoch"], saved["batch"]) == (1, InterruptingBatches.at[1] + 1)
 
@@ -130,10 +134,10 @@ def test_ctrl_c_mid_epoch_saves_a_state_that_resumes_bit_for_bit(tmp_path: Path,
     assert metrics(resumed_result.history) == metrics(straight_result.history)
 
 
-def test_ctrl_c_leaves_the_previous_sigint_handler_in_place(tmp_path: Path) -> None:
-    before = signal.getsignal(signal.SIGINT)
+def test_a_run_leaves_the_previous_signal_handlers_in_place(tmp_path: Path) -> None:
+    before = {signum: signal.getsignal(signum) for signum in trainer_module.STOP_SIGNALS}
     make_trainer(tmp_path, epochs=1).run()
-    assert signal.getsignal(signal.SIGINT) is before
+    assert {signum: signal.getsignal(signum) for signum in trainer_module.STOP_SIGNALS} == before
 
 
 def test_resume_refuses_other_options(tmp_path: Path) -> None:

@@ -6,7 +6,9 @@ and build layers in loops; graphc only asks that it define ``model``
 a ``defaults`` dict of trainer options.  It is executed as a module whose
 ``__file__`` is the real path, so every node it builds records the user's own
 line, which is what error messages point at.  Python errors in the file
-other than syntax errors keep their traceback, which ends at the user's line.
+other than syntax errors keep their traceback, which ends at the user's line;
+a file that is not Python source (a syntax error without a line), or that
+exits while loading, is refused in one line.
 """
 from __future__ import annotations
 
@@ -69,6 +71,10 @@ def _execute(path: Path) -> dict[str, Any]:
     try:
         spec.loader.exec_module(module)
     except SyntaxError as exc:
-        raise ModelFileError(f"{exc.filename}:{exc.lineno}: syntax error: {exc.msg}") from None
+        where = f"{path}:{exc.lineno}" if exc.lineno is not None else f"{path}"
+        raise ModelFileError(f"{where}: syntax error: {exc.msg}; a model file must be Python source") from None
+    except SystemExit as exc:
+        raise ModelFileError(f"{path} called exit({exc.code!r}) while being loaded; a model file must only define "
+                             f"`model` (guard script code with `if __name__ == '__main__':`)") from None
     return vars(module)
 

@@ -5,10 +5,11 @@ was never stopped, bit for bit.  Everything that decides the numbers is either
 a pure function of (seed, epoch) — the data split, each epoch's batch order,
 the learning-rate schedule, which lives in the graph and reads the
 optimizer's step counter — or is held in the variable store and its random
-generator, which a checkpoint saves whole.  Ctrl-C is therefore honoured
+generator, which a checkpoint saves whole.  A stop signal (Ctrl-C's SIGINT,
+a scheduler's SIGTERM, a closed terminal's SIGHUP) is therefore honoured
 between two steps, never inside one (a step writes many variables in turn):
-the first press asks the loop to checkpoint the state after the current batch
-and stop, a second press interrupts at once.
+the first asks the loop to checkpoint the state after the current batch and
+stop, a second interrupts at once.
 
 With early stopping (``patience``), validation accuracy is watched and at the
 end of the run the parameters of the best epoch are put back, so the final
@@ -39,7 +40,7 @@ from graphc.ir.graph import toposort
 from graphc.ir.node import Node
 from graphc.ir.shapes import fmt
 from graphc.runtime.store import Store
-from graphc.train import checkpoint
+from graphc.train import checkpoint, run_folder
 from graphc.train.history import EpochRecord, History
 
 Model = Callable[..., Node]
@@ -60,7 +61,12 @@ class TrainingError(GraphcError):
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C, after the state was saved; ``str()`` says where and how to resume."""
+    """A stop signal (Ctrl-C, SIGTERM, SIGHUP), after the state was saved; ``str()`` says where
+    and how to resume, ``signum`` which signal it was."""
+
+    def __init__(self, message: str, signum: int = signal.SIGINT):
+        super().__init__(message)
+        self.signum = signum
 
 
 # ------------------------------------------------------------------ options
@@ -77,6 +83,8 @@ class TrainConfig:
     patience: Optional[int] = None  # stop after this many epochs without a better validation accuracy
     optimizer_options: dict[str, Any] = field(default_factory=dict)
     backend: str = "numpy"
+    max_loss: float = 1e6  # a loss above this (or not finite) ends the run: it has diverged
+    check_numerics: bool = False  # find the first node that went non-finite (slow; for debugging)
 
     @classmethod
     def from_options(cls, *layers: Mapping[str, Any]) -> "TrainConfig":
@@ -93,28 +101,52 @@ class TrainConfig:
         return config
 
     def validate(self) -> None:
-        _require(isinstance(self.batch_size, int) and self.batch_size >= 1,
+        """Types first (a model file's ``defaults`` may hold anything), then ranges."""
+        _require(isinstance(self.optimizer, str) and self.optimizer.lower() in optim.BY_NAME,
+                 f"optimizer must be one of {', '.join(optim.BY_NAME)}, got {self.optimizer!r}")
+        _require(self.lr is None or (_is_real(self.lr) and 0 < self.lr < math.inf),
+                 f"lr must be a positive number, got {self.lr!r}")
+        _require(_is_real(self.lr_decay) and 0 < self.lr_decay < math.inf,
+                 f"lr_decay must be a positive number, got {self.lr_decay!r}")
+        _require(_is_int(self.batch_size) and self.batch_size >= 1,
                  f"batch_size must be an integer >= 1, got {self.batch_size!r}")
-        _require(isinstance(self.epochs, int) and self.epochs >= 1,
+        _require(_is_int(self.epochs) and self.epochs >= 1,
                  f"epochs must be an integer >= 1, got {self.epochs!r}")
-        _require(0.0 <= self.val_fraction < 1.0, f"val_fraction must lie in [0, 1), got {self.val_fraction!r}")
-        _require(self.lr_decay > 0, f"lr_decay must be positive, got {self.lr_decay!r}")
-        _require(self.patience is None or (isinstance(self.patience, int) and self.patience >= 1),
+        _require(_is_int(self.seed) and self.seed >= 0, f"seed must be an integer >= 0, got {self.seed!r}")
+        _require(_is_real(self.val_fraction) and 0.0 <= self.val_fraction < 1.0,
+                 f"val_fraction must lie in [0, 1), got {self.val_fraction!r}")
+        _require(self.patience is None or (_is_int(self.patience) and self.patience >= 1),
                  f"patience must be an integer >= 1, got {self.patience!r}")
         _require(self.patience is None or self.val_fraction > 0,
                  "early stopping (patience) watches validation accuracy; set val_fraction above 0")
+        _require(isinstance(self.optimizer_options, dict),
+                 f"optimizer_options must be a dict, got {type(self.optimizer_options).__name__}")
+        _require(self.backend == "numpy", f"backend must be 'numpy', got {self.backend!r}")
+        _require(_is_real(self.max_loss) and self.max_loss > 0,
+                 f"max_loss must be a positive number, got {self.max_loss!r}")
+        _require(isinstance(self.check_numerics, bool),
+                 f"check_numerics must be true or false, got {self.check_numerics!r}")
 
     def replay_key(self) -> dict[str, Any]:
         """The options a resumed run must share with the run that wrote the checkpoint
-        (only the number of epochs may change)."""
+        (the number of epochs and the watches on the numbers may change)."""
         key = asdict(self)
-        del key["epochs"]
+        for watch_only in ("epochs", "max_loss", "check_numerics"):
+            del key[watch_only]
         return key
 
 
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigError(message)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
 
 
 def base_lr(config: TrainConfig) -> float:
@@ -225,28 +257,41 @@ class TrainResult:
     checkpoint: Path
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # Ctrl-C, a scheduler or `docker stop`, a hangup
+
+
 class _DeferredInterrupt:
-    """Turns the first Ctrl-C into a request the loop honours between steps."""
+    """Turns the first stop signal into a request the loop honours between steps."""
 
     def __init__(self) -> None:
-        self.requested = False
-        self._previous: Any = None
-        self._installed = False
+        self.signum: Optional[int] = None  # the signal that asked the run to stop
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
 
     def __enter__(self) -> "_DeferredInterrupt":
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._request)
-            self._installed = True
+            for signum in STOP_SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._request)
         return self
 
     def _request(self, signum: int, frame: Any) -> None:
         if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
+            raise TrainingInterrupted("interrupted again before the checkpoint was written; "
+                                      "the previous checkpoint is intact", signum)
+        self.signum = signum
+
+    def interrupted(self, where: str, path: Path) -> "TrainingInterrupted":
+        assert self.signum is not None
+        name = signal.Signals(self.signum).name
+        return TrainingInterrupted(f"{name}: stopped {where}; the checkpoint {path} holds that state exactly, "
+                                   f"continue with --resume", self.signum)
 
     def __exit__(self, *exc: Any) -> None:
-        if self._installed:
-            signal.signal(signal.SIGINT, self._previous)
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
 
 
 # ------------------------------------------------------------------ the trainer
@@ -285,8 +330,13 @@ class Trainer:
         return self.out_dir / CHECKPOINT_NAME
 
     # ---- the run ------------------------------------------------------------
-    def run(self, resume: bool = False) -> TrainResult:
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+    def run(self, resume: bool = False, overwrite: bool = False) -> TrainResult:
+        """Train in ``out_dir``, which no other run may be using; one that already holds a run
+        needs ``resume`` (continue it) or ``overwrite`` (replace it)."""
+        with run_folder.claim(self.out_dir, resume=resume, overwrite=overwrite):
+            return self._run(resume)
+
+    def _run(self, resume: bool) -> TrainResult:
         self.log(self.summary)
         self._initialize_variables()
         progress, history = self._resume() if resume else (Progress(), History())
@@ -295,8 +345,7 @@ class Trainer:
                 self._train_epoch(progress, history, interrupt)
                 progress = self._finish_epoch(progress, history)
                 if interrupt.requested:
-                    raise TrainingInterrupted(f"interrupted after epoch {progress.epoch}; the checkpoint "
-                                              f"{self.checkpoint_path} holds it, continue with --resume")
+                    raise interrupt.interrupted(f"after epoch {progress.epoch}", self.checkpoint_path)
         return self._result(history)
 
     def _initialize_variables(self) -> None:
@@ -324,9 +373,8 @@ class Trainer:
                                 ex_per_s=f"{progress.examples / progress.seconds:,.0f}", refresh=False)
                 if interrupt.requested:
                     self._save_checkpoint(progress, history)
-                    raise TrainingInterrupted(
-                        f"interrupted in epoch {epoch + 1} after batch {progress.batch}; the checkpoint "
-                        f"{self.checkpoint_path} holds that state exactly, continue with --resume")
+                    raise interrupt.interrupted(f"in epoch {epoch + 1} after batch {progress.batch}",
+                                                self.checkpoint_path)
 
     def _account(self, progress: Progress, loss: float, examples: int, seconds: float) -> None:
         if not math.isfinite(loss):
