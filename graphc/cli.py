@@ -81,6 +81,11 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the run already in --out (without it such a folder is refused)")
     parser.add_argument("--limit", type=int, metavar="N", help="train on the first N training examples only")
+    parser.add_argument("--max-loss", type=float,
+                        help="stop when a training or evaluation loss exceeds this: diverged (default 1e6)")
+    parser.add_argument("--check-numerics", action="store_true", default=None,
+                        help="check every step for NaN/inf and name the node that made the first one "
+                             "(slow; also GRAPHC_DEBUG_NANS=1)")
 
 
 def _add_show_arguments(parser: argparse.ArgumentParser) -> None:
@@ -109,7 +114,8 @@ def _add_show_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _trainer_options(args: argparse.Namespace) -> dict[str, Any]:
     """The trainer options given on the command line (those left out keep the model file's)."""
-    names = ("optimizer", "lr", "lr_decay", "batch_size", "epochs", "seed", "val_fraction", "patience", "backend")
+    names = ("optimizer", "lr", "lr_decay", "batch_size", "epochs", "seed", "val_fraction", "patience", "backend",
+             "max_loss", "check_numerics")
     return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
 
 

@@ -19,6 +19,7 @@ from graphc.passes.cost import estimate
 from graphc.passes.fusion import fuse
 from graphc.passes.memory import Plan, plan_memory
 from graphc.program import Program, check_unique_names, training_program
+from graphc.runtime import numerics
 from graphc.runtime.step import CompiledStep, Structure
 from graphc.runtime.store import Store
 
@@ -43,6 +44,7 @@ def compile(outputs: Outputs, optimizer: Optional[Optimizer] = None, *, state: O
     each call computes the loss, the gradients and the update, and writes the new
     parameters, optimizer state and batch-norm statistics into ``state``.
     Without one, it is a pure function of its inputs and the current variables.
+    With ``GRAPHC_DEBUG_NANS=1`` every call checks its numbers (see :mod:`graphc.runtime.numerics`).
     Functions compiled with the same ``state`` share parameters.  ``passes=False``
     skips the optimizer and the memory plan: the reference path for tests.
     """
@@ -68,7 +70,8 @@ def compile(outputs: Outputs, optimizer: Optional[Optimizer] = None, *, state: O
                         f"{missing[0]} (a gradient with respect to an input does not read that input); "
                         f"compile it together with an output that reads the input")
     store = state if state is not None else Store(seed)
-    return _lower(program, store, structure, passes)
+    step = _lower(program, store, structure, passes)
+    return numerics.checked(step) if numerics.requested() else step
 
 
 def _lower(program: Program, store: Store, structure: Structure, passes: bool) -> CompiledStep:

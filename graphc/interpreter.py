@@ -7,7 +7,7 @@ steps so both reject bad input with the same message.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -44,8 +44,13 @@ def bind_symbols(leaves: Sequence[Node], values: Sequence[Any]) -> dict[str, int
 
 
 def evaluate(outputs: Sequence[Node], feeds: Mapping[str, Any],
-             variables: Mapping[str, Any] = {}, rng: Optional[np.random.Generator] = None) -> list[np.ndarray]:
-    """Values of ``outputs``, given inputs by name and variables (params, state) by name."""
+             variables: Mapping[str, Any] = {}, rng: Optional[np.random.Generator] = None,
+             watch: Optional[Callable[[Node, np.ndarray], None]] = None) -> list[np.ndarray]:
+    """Values of ``outputs``, given inputs by name and variables (params, state) by name.
+
+    ``watch`` sees every node's value, leaves included, in topological order (the
+    numerics check uses it to stop at the first value that is not finite).
+    """
     order = toposort(outputs)
     leaves = [n for n in order if n.op in ("input", "param", "state")]
     values = [_lookup(leaf, feeds if leaf.op == "input" else variables) for leaf in leaves]
@@ -55,6 +60,8 @@ def evaluate(outputs: Sequence[Node], feeds: Mapping[str, Any],
     for node in order:
         if node not in env:
             env[node] = np.asarray(_apply(node, env, symbols, rng), dtype=node.dtype)
+        if watch is not None:
+            watch(node, env[node])
     return [env[o] for o in outputs]
 
 

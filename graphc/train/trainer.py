@@ -35,12 +35,14 @@ from graphc import nn, ops, optim
 from graphc.compiler import compile as compile_graph
 from graphc.composites import softmax_cross_entropy
 from graphc.data import Batches, load_fashion_mnist, load_mnist, train_val_split
-from graphc.errors import CheckpointError, GraphcError
+from graphc.errors import CheckpointError, GraphcError, ShapeError
+from graphc.ir import dtypes
 from graphc.ir.graph import toposort
 from graphc.ir.node import Node
 from graphc.ir.shapes import fmt
+from graphc.runtime import memory_check, numerics
 from graphc.runtime.store import Store
-from graphc.train import checkpoint, run_folder
+from graphc.train import checkpoint, data_checks, run_folder
 from graphc.train.history import EpochRecord, History
 
 Model = Callable[..., Node]
@@ -178,6 +180,10 @@ class Splits:
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.x_train), "val": len(self.x_val), "test": len(self.x_test)}
 
+    def named(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        return {"training": (self.x_train, self.y_train), "validation": (self.x_val, self.y_val),
+                "test": (self.x_test, self.y_test)}
+
 
 DATASETS = {"fashion-mnist": load_fashion_mnist, "mnist": load_mnist}
 
@@ -303,16 +309,23 @@ class Trainer:
         if config.patience is not None and len(data.x_val) == 0:
             raise ConfigError("early stopping needs validation examples, but the validation split is empty; "
                               "raise val_fraction or the number of training examples")
+        data_checks.check_values(data.named())
         self.config, self.data, self.out_dir = config, data, Path(out_dir)
         self.log, self.progress_bar = log, progress_bar
         self.store = Store(config.seed)
         self.batches = Batches(data.x_train, data.y_train, config.batch_size, config.seed)
         self._compile(model, loss)
+        memory_check.check_fits([(self.step, config.batch_size), (self.evaluate_step, EVAL_BATCH)])
 
     def _compile(self, model: Model, loss: Loss) -> None:
         """The train step, and the inference function (outputs and loss) sharing its variables."""
         x, y = inputs_like(self.data.x_train, self.data.y_train)
-        train_output = model_output(model, x, training=True)
+        try:
+            train_output = model_output(model, x, training=True)
+        except ShapeError as exc:
+            raise ShapeError(f"the model does not fit the data set's examples "
+                             f"x: {dtypes.SHORT[x.dtype]}{fmt(x.shape)}: {exc}") from None
+        data_checks.check_model_fits(train_output, x, self.data.named())
         self.summary = describe_model(model, x, train_output)
         optimizer = make_optimizer(self.config, steps_per_epoch=len(self.batches))
         self.step = compile_graph(model_loss(loss, train_output, y), optimizer, state=self.store,
@@ -320,6 +333,8 @@ class Trainer:
         eval_output = model_output(model, x, training=False)
         self.evaluate_step = compile_graph({"output": eval_output, "loss": model_loss(loss, eval_output, y)},
                                            state=self.store, backend=self.config.backend)
+        if self.config.check_numerics:
+            self.step, self.evaluate_step = numerics.checked(self.step), numerics.checked(self.evaluate_step)
 
     def lr_of_epoch(self, epoch: int) -> float:
         """The learning rate during epoch ``epoch`` (counted from 0)."""
@@ -364,7 +379,10 @@ class Trainer:
                   desc=f"epoch {epoch + 1}/{self.config.epochs}", disable=not self.progress_bar) as bar:
             tick = time.perf_counter()
             for xb, yb in remaining:
-                loss = float(self.step(x=xb, y=yb))
+                try:
+                    loss = float(self.step(x=xb, y=yb))
+                except numerics.NonFiniteError as exc:
+                    raise TrainingError(f"in epoch {epoch + 1}, batch {progress.batch + 1}: {exc}") from None
                 now = time.perf_counter()
                 self._account(progress, loss, len(xb), now - tick)
                 tick = now
@@ -377,14 +395,21 @@ class Trainer:
                                                 self.checkpoint_path)
 
     def _account(self, progress: Progress, loss: float, examples: int, seconds: float) -> None:
-        if not math.isfinite(loss):
-            raise TrainingError(f"the training loss became {loss} in epoch {progress.epoch + 1}, batch "
-                                f"{progress.batch + 1}; lower the learning rate "
-                                f"(now {self.lr_of_epoch(progress.epoch):g})")
+        self._check_loss("training loss", loss, progress.epoch, f", batch {progress.batch + 1}")
         progress.batch += 1
         progress.loss_sum += loss * examples
         progress.examples += examples
         progress.seconds += seconds
+
+    def _check_loss(self, what: str, loss: Optional[float], epoch: int, where: str = "") -> None:
+        """A loss that is not finite or above ``max_loss`` means training diverged: stop the run
+        before the diverged state is recorded or checkpointed."""
+        if loss is None or (math.isfinite(loss) and abs(loss) <= self.config.max_loss):
+            return
+        problem = "is not finite" if not math.isfinite(loss) else f"is above max_loss={self.config.max_loss:g}"
+        hint = "" if self.config.check_numerics else "; --check-numerics names the node that went wrong first"
+        raise TrainingError(f"the {what} became {loss:g} in epoch {epoch + 1}{where} ({problem}): training "
+                            f"diverged; lower the learning rate (now {self.lr_of_epoch(epoch):g}){hint}")
 
     def _finish_epoch(self, progress: Progress, history: History) -> Progress:
         """Evaluate, record, save; returns the progress at the start of the next epoch."""
@@ -401,6 +426,8 @@ class Trainer:
     def _record(self, progress: Progress) -> EpochRecord:
         val_loss, val_accuracy = self.evaluate(self.data.x_val, self.data.y_val)
         test_loss, test_accuracy = self.evaluate(self.data.x_test, self.data.y_test)
+        self._check_loss("validation loss", val_loss, progress.epoch)
+        self._check_loss("test loss", test_loss, progress.epoch)
         return EpochRecord(
             epoch=progress.epoch + 1, lr=self.lr_of_epoch(progress.epoch),
             train_loss=progress.loss_sum / progress.examples,
@@ -426,6 +453,11 @@ class Trainer:
                 "config": self.config.replay_key(), "data": self.data.sizes()}
 
     def _save_checkpoint(self, progress: Progress, history: History) -> None:
+        for name, value in self.store.values.items():
+            if value.dtype.kind == "f" and not np.isfinite(value).all():
+                raise TrainingError(f"variable '{name}' became NaN or infinite in epoch {progress.epoch + 1}; "
+                                    f"the last checkpoint was kept; lower the learning rate "
+                                    f"(now {self.lr_of_epoch(progress.epoch):g})")
         checkpoint.save(self.checkpoint_path, self.store, self._progress_extra(progress, history))
 
     def _resume(self) -> tuple[Progress, History]:
