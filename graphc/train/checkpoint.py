@@ -11,26 +11,34 @@ trainer records (epoch, history).  Two properties matter more than anything:
 * Loading never unpickles.  ``np.load`` runs with ``allow_pickle=False`` and
   the metadata is JSON, so a checkpoint from an untrusted place cannot execute
   code; a file holding an object array is refused.
+* Loading never trusts sizes.  Every array's header (shape, dtype) is read
+  from the archive and checked, against the model when the caller gives it,
+  before any array is decompressed: a 3 MB file claiming a 3 GB array is
+  refused without allocating it.
 """
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 import numpy as np
 
 from graphc.errors import CheckpointError
+from graphc.runtime import memory_check
 from graphc.runtime.store import Store
 
 FORMAT = 1
 _VARIABLE_PREFIX = "var/"
 _META_KEY = "meta"
+MAX_META_BYTES = 64 * 2**20  # progress and history of a long run take kilobytes
 
 
 @dataclass
@@ -88,37 +96,103 @@ def _sync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def load(path: Path) -> Checkpoint:
+def load(path: Path, expected: Optional[Mapping[str, Any]] = None) -> Checkpoint:
+    """Read a checkpoint, checking every array's header before any data is decompressed.
+
+    ``expected`` maps variable names to arrays (or anything with ``shape`` and
+    ``dtype``): the variables the model holds.  With it, a checkpoint whose
+    variables differ in name, shape or dtype is refused from the headers
+    alone, so a small file that claims a huge array costs nothing.  Without
+    it, the declared sizes must still fit in available memory.
+    """
+    headers = _read_headers(path)
+    _check_headers(path, headers, expected)
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {key: data[key] for key in data.files}
     except FileNotFoundError:
         raise CheckpointError(f"no checkpoint at {path}") from None
-    except ValueError as exc:
-        if "allow_pickle" in str(exc):
-            raise CheckpointError(f"{path} holds pickled objects, which graphc never writes and will not "
-                                  f"load ({exc}); it is not a graphc checkpoint") from None
-        raise CheckpointError(f"{path} is not a readable checkpoint ({exc}); delete it to start afresh") from None
-    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError, zlib.error) as exc:
         raise CheckpointError(f"{path} is not a readable checkpoint ({exc}); delete it to start afresh") from None
     meta = _read_meta(path, arrays.pop(_META_KEY, None))
-    stray = [key for key in arrays if not key.startswith(_VARIABLE_PREFIX)]
-    if stray:
-        raise CheckpointError(f"{path} holds an unexpected entry '{stray[0]}'; it is not a graphc checkpoint")
     variables = {key[len(_VARIABLE_PREFIX):]: value for key, value in arrays.items()}
     return Checkpoint(variables, meta["rng"], meta["extra"])
 
 
+Header = tuple[tuple[int, ...], np.dtype]
+_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def _read_headers(path: Path) -> dict[str, Header]:
+    """Shape and dtype of every array in the archive, read from the first bytes of each entry."""
+    headers: dict[str, Header] = {}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                if not info.filename.endswith(".npy"):
+                    raise CheckpointError(f"{path} holds an unexpected entry '{info.filename}'; "
+                                          f"it is not a graphc checkpoint")
+                with archive.open(info) as entry:
+                    version = np.lib.format.read_magic(entry)
+                    read_header = _HEADER_READERS.get(version)
+                    if read_header is None:
+                        raise CheckpointError(f"{path}: entry '{info.filename}' has .npy format {version}, "
+                                              f"which graphc does not write")
+                    shape, _, dtype = read_header(entry)
+                headers[info.filename[:-len(".npy")]] = (tuple(shape), dtype)
+    except FileNotFoundError:
+        raise CheckpointError(f"no checkpoint at {path}") from None
+    except CheckpointError:
+        raise
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError, zlib.error, RuntimeError, NotImplementedError,
+            SyntaxError, TypeError) as exc:
+        raise CheckpointError(f"{path} is not a readable checkpoint ({exc}); delete it to start afresh") from None
+    return headers
+
+
+def _check_headers(path: Path, headers: Mapping[str, Header], expected: Optional[Mapping[str, Any]]) -> None:
+    for key, (shape, dtype) in headers.items():
+        if dtype.hasobject:
+            raise CheckpointError(f"{path} holds pickled objects in '{key}', which graphc never writes and will "
+                                  f"not load; it is not a graphc checkpoint")
+        if key != _META_KEY and not key.startswith(_VARIABLE_PREFIX):
+            raise CheckpointError(f"{path} holds an unexpected entry '{key}'; it is not a graphc checkpoint")
+    meta = headers.get(_META_KEY)
+    if meta is None or meta[1].kind != "U" or meta[0] != () or meta[1].itemsize > MAX_META_BYTES:
+        raise CheckpointError(f"{path} has no metadata entry of at most {MAX_META_BYTES // 2**20} MiB; "
+                              f"it is not a graphc checkpoint")
+    variables = {key[len(_VARIABLE_PREFIX):]: header for key, header in headers.items() if key != _META_KEY}
+    if expected is not None:
+        check_matches(expected, {name: _Declared(*header) for name, header in variables.items()}, path)
+        return
+    declared = sum(math.prod(shape) * dtype.itemsize for shape, dtype in variables.values())
+    available = memory_check.available_bytes()
+    if available is not None and declared > available:
+        raise CheckpointError(f"{path} declares {declared:,} bytes of arrays, more than the {available:,} bytes "
+                              f"of memory available; it is corrupt or not a graphc checkpoint")
+
+
+@dataclass(frozen=True)
+class _Declared:
+    """An array as its header declares it, for :func:`check_matches`."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+
 def _read_meta(path: Path, entry: Any) -> dict[str, Any]:
-    if entry is None or entry.dtype.kind != "U" or entry.ndim != 0:
-        raise CheckpointError(f"{path} has no metadata entry; it is not a graphc checkpoint")
     try:
         meta = json.loads(str(entry[()]))
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, RecursionError) as exc:
         raise CheckpointError(f"{path} has corrupt metadata ({exc}); delete it to start afresh") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path} has metadata that is not a record; it is not a graphc checkpoint")
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} has checkpoint format {meta.get('format')!r}; "
                               f"this version of graphc reads format {FORMAT}")
+    for key, kind in (("rng", dict), ("extra", dict)):
+        if not isinstance(meta.get(key), kind):
+            raise CheckpointError(f"{path} has metadata without its '{key}' record; it is not a graphc checkpoint")
     return meta
 
 
@@ -130,8 +204,14 @@ def restore(store: Store, checkpoint: Checkpoint, source: Path) -> None:
     before anything is overwritten.
     """
     check_matches(store.values, checkpoint.variables, source)
+    rng = np.random.default_rng()
+    try:
+        rng.bit_generator.state = checkpoint.rng_state
+    except (TypeError, ValueError, KeyError, OverflowError) as exc:
+        raise CheckpointError(f"{source} holds a random generator state this version cannot use ({exc!r}); "
+                              f"it was edited or written by another program") from None
     store.load(checkpoint.variables)
-    store.rng.bit_generator.state = checkpoint.rng_state
+    store.rng.bit_generator.state = rng.bit_generator.state
 
 
 def check_matches(model: Mapping[str, np.ndarray], saved: Mapping[str, np.ndarray], source: Path) -> None:

@@ -5,10 +5,12 @@ NumPy (the cross-entropy's one-hot simply misses the labels it has no column
 for) and ends with a poor accuracy that looks like a tuning problem.  A NaN in
 the features poisons every parameter at the first step.  Both are cheap to see
 from the arrays and the graph's shapes, so they are refused up front, in one
-line that names the model's side and the data's side.
+line that names the model's side and the data's side.  The data's fingerprint,
+recorded in checkpoints, tells a resumed run whether it sees the same data.
 """
 from __future__ import annotations
 
+import hashlib
 from typing import Mapping
 
 import numpy as np
@@ -30,6 +32,17 @@ def check_values(splits: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> None:
             raise DataError(f"the {split} split's targets hold NaN or infinity; clean them before training")
         if len(y) and y.dtype.kind in "iu" and y.min() < 0:
             raise DataError(f"the {split} split has label {int(y.min())}; class labels must be 0 or more")
+
+
+def fingerprint(splits: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> str:
+    """A digest of every array's shape, dtype and bytes: a resumed run must see the very same data
+    (another data set of the same size would otherwise be accepted)."""
+    digest = hashlib.blake2b(digest_size=12)
+    for split, arrays in splits.items():
+        for array in arrays:
+            digest.update(f"{split}:{array.dtype.str}{array.shape};".encode())
+            digest.update(np.ascontiguousarray(array).data)
+    return digest.hexdigest()
 
 
 def check_model_fits(output: Node, x: Node, splits: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> None:

@@ -44,6 +44,7 @@ from graphc.runtime import memory_check, numerics
 from graphc.runtime.store import Store
 from graphc.train import checkpoint, data_checks, run_folder
 from graphc.train.history import EpochRecord, History
+from graphc.train.progress import Progress, read_progress
 
 Model = Callable[..., Node]
 Loss = Callable[[Node, Node], Node]
@@ -243,17 +244,6 @@ def describe_model(model: Model, x: Node, output: Node) -> str:
 # ------------------------------------------------------------------ progress
 
 @dataclass
-class Progress:
-    """Where the run stands: epochs completed, and how far into the next one."""
-
-    epoch: int = 0
-    batch: int = 0
-    loss_sum: float = 0.0  # Σ batch loss × batch size over the batches done this epoch
-    examples: int = 0
-    seconds: float = 0.0
-
-
-@dataclass
 class TrainResult:
     history: History
     test_loss: Optional[float]
@@ -310,6 +300,7 @@ class Trainer:
             raise ConfigError("early stopping needs validation examples, but the validation split is empty; "
                               "raise val_fraction or the number of training examples")
         data_checks.check_values(data.named())
+        self.data_fingerprint = data_checks.fingerprint(data.named())
         self.config, self.data, self.out_dir = config, data, Path(out_dir)
         self.log, self.progress_bar = log, progress_bar
         self.store = Store(config.seed)
@@ -450,7 +441,10 @@ class Trainer:
     # ---- checkpoints ------------------------------------------------------------
     def _progress_extra(self, progress: Progress, history: History) -> dict[str, Any]:
         return {"progress": asdict(progress), "history": history.to_dicts(),
-                "config": self.config.replay_key(), "data": self.data.sizes()}
+                "config": self.config.replay_key(), "data": self._data_record()}
+
+    def _data_record(self) -> dict[str, Any]:
+        return {**self.data.sizes(), "fingerprint": self.data_fingerprint}
 
     def _save_checkpoint(self, progress: Progress, history: History) -> None:
         for name, value in self.store.values.items():
@@ -464,30 +458,39 @@ class Trainer:
         path = self.checkpoint_path
         if not path.exists():
             raise CheckpointError(f"nothing to resume: {path} does not exist; train without --resume to start")
-        saved = checkpoint.load(path)
+        saved = checkpoint.load(path, expected=self.store.values)
         self._check_same_run(saved.extra, path)
+        progress, history = read_progress(saved.extra, len(self.batches), path)
         checkpoint.restore(self.store, saved, path)
-        progress = Progress(**saved.extra["progress"])
         self.log(f"resuming from {path}: {progress.epoch} epochs done"
                  + (f", {progress.batch} batches into the next" if progress.batch else ""))
-        return progress, History.from_dicts(saved.extra["history"])
+        return progress, history
 
     def _check_same_run(self, extra: Mapping[str, Any], path: Path) -> None:
-        for what, current in (("config", self.config.replay_key()), ("data", self.data.sizes())):
+        then_data = extra.get("data")
+        if not isinstance(then_data, dict) or then_data.get("fingerprint") != self.data_fingerprint:
+            then = then_data.get("fingerprint") if isinstance(then_data, dict) else None
+            raise CheckpointError(
+                f"{path} was written for other data (data set fingerprint {then!r}, this run's is "
+                f"{self.data_fingerprint!r}); resume with the same --dataset, --data folder and --limit")
+        for what, current in (("config", self.config.replay_key()), ("data", self._data_record())):
             now = json.loads(json.dumps(current))  # as the checkpoint recorded it: tuples become lists
-            then = extra.get(what, {})
+            then = extra.get(what)
+            if not isinstance(then, dict):
+                raise CheckpointError(f"{path} has no '{what}' record; it was edited or damaged, delete it "
+                                      f"to start afresh")
             for key in sorted(set(now) | set(then)):
                 if now.get(key) != then.get(key):
                     raise CheckpointError(
                         f"{path} was written with {what} {key}={then.get(key)!r} but this run has "
                         f"{key}={now.get(key)!r}; a resumed run must repeat the original options "
-                        f"(only epochs may change)")
+                        f"(only epochs, max_loss and check_numerics may change)")
 
     def _result(self, history: History) -> TrainResult:
         best = history.best_epoch()
         if self.config.patience is not None and best != len(history):
             best_path = self.out_dir / BEST_NAME
-            checkpoint.restore(self.store, checkpoint.load(best_path), best_path)
+            checkpoint.restore(self.store, checkpoint.load(best_path, expected=self.store.values), best_path)
             self.log(f"restored the parameters of epoch {best}, the best on validation")
         test_loss, test_accuracy = self.evaluate(self.data.x_test, self.data.y_test)
         return TrainResult(history, test_loss, test_accuracy, self._should_stop(history), best,
