@@ -12,11 +12,18 @@ max/min/relu/sign, NumPy's choice between 0 and -0, wrapping integer overflow
 (``-fwrapv``), any non-zero value cast to bool is true.  A float cast to an
 integer type is undefined for NaN, infinities and values out of range, in C as
 in NumPy (which warns).  Transcendentals come from libm, which may differ from NumPy's own in
-the last bit, and subnormal numbers flush to zero (see ``PRELUDE``).  Compiled libraries are cached on disk by a hash of their source;
-without a C compiler the backend falls back to plain NumPy.
+the last bit, and subnormal numbers flush to zero (see ``PRELUDE``).
+
+Compiled libraries are cached on disk under a name holding a digest of their
+source and one of their own bytes, and checked against both before loading: a
+truncated, corrupted or swapped file is rebuilt, never run.  Without a C
+compiler the backend runs plain NumPy; when building, writing or loading a
+library fails (a broken compiler, a read-only cache folder), so does the step,
+after a one-line warning naming the cause and the folder.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import os
@@ -24,6 +31,7 @@ import platform
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -187,13 +195,19 @@ def compiler() -> Optional[str]:
 
 def _cache_dir() -> Path:
     root = os.environ.get("GRAPHC_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "graphc")
-    path = Path(root) / "kernels"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return Path(root) / "kernels"
+
+
+class KernelCacheError(Exception):
+    """Why fused kernels could not be built or loaded; the step then runs as plain NumPy."""
+
+
+_warned: set[str] = set()
 
 
 def build(source: str, names: Sequence[str]) -> Optional[dict[str, Callable]]:
-    """Compile (or find in the disk cache) a library of kernels; None if no compiler works."""
+    """Compile (or find in the disk cache) a library of kernels; None, after a one-line warning
+    on stderr naming the cause and the cache folder, if that fails for any reason."""
     cc = compiler()
     if cc is None:
         return None
@@ -202,19 +216,50 @@ def build(source: str, names: Sequence[str]) -> Optional[dict[str, Callable]]:
     # so an equal model rebuilt with other node numbers finds its library.
     code = re.sub(r"/\*.*?\*/", "", full)
     tag = hashlib.sha256("\0".join([code, cc, *FLAGS, platform.machine(), _cpu_tag()]).encode()).hexdigest()[:24]
-    library = _cache_dir() / f"k{tag}.so"
-    if not library.exists():
-        with tempfile.TemporaryDirectory() as tmp:
-            c_file = Path(tmp) / "kernels.c"
-            c_file.write_text(full)
-            built = Path(tmp) / "kernels.so"
-            result = subprocess.run([cc, *FLAGS, "-o", str(built), str(c_file), "-lm"], capture_output=True,
-                                    text=True)
-            if result.returncode != 0:
-                return None
-            staged = library.with_suffix(f".{os.getpid()}.tmp")
-            shutil.copyfile(built, staged)
-            os.replace(staged, library)
+    folder = _cache_dir()
+    try:
+        functions = _load_cached(folder, tag, names)
+        if functions is None:
+            _compile_into(cc, full, folder, tag)
+            functions = _load_cached(folder, tag, names)
+        if functions is None:
+            raise KernelCacheError("the library just built does not load")
+    except KernelCacheError as exc:
+        message = f"graphc: warning: fused C kernels are off, running plain NumPy: {exc} (kernel cache {folder})"
+        if message not in _warned:
+            _warned.add(message)
+            print(message, file=sys.stderr)
+        return None
+    return functions
+
+
+def _load_cached(folder: Path, tag: str, names: Sequence[str]) -> Optional[dict[str, Callable]]:
+    """The first cached build of ``tag`` whose bytes match the digest in its name and which loads.
+
+    A library's file name holds a digest of its source (``tag``) and one of its own bytes, so a
+    truncated, corrupted or swapped file is known before it is loaded; such a file is removed
+    (when the folder allows) and, finding nothing valid, the caller rebuilds.
+    """
+    if not folder.is_dir():
+        return None
+    for library in sorted(folder.glob(f"k{tag}-*.so")):
+        try:
+            valid = library.name == _library_name(tag, library.read_bytes())
+            functions = _open(library, names) if valid else None
+        except (OSError, AttributeError):
+            functions = None
+        if functions is not None:
+            return functions
+        with contextlib.suppress(OSError):
+            library.unlink()
+    return None
+
+
+def _library_name(tag: str, binary: bytes) -> str:
+    return f"k{tag}-{hashlib.sha256(binary).hexdigest()[:16]}.so"
+
+
+def _open(library: Path, names: Sequence[str]) -> dict[str, Callable]:
     lib = ctypes.CDLL(str(library))
     functions = {}
     for name in names:
@@ -223,6 +268,34 @@ def build(source: str, names: Sequence[str]) -> Optional[dict[str, Callable]]:
         fn.restype = None
         functions[name] = fn
     return functions
+
+
+def _compile_into(cc: str, source: str, folder: Path, tag: str) -> None:
+    """Build the library in a private folder, then move it into the cache under its digests."""
+    with tempfile.TemporaryDirectory() as tmp:
+        c_file = Path(tmp) / "kernels.c"
+        c_file.write_text(source)
+        built = Path(tmp) / "kernels.so"
+        try:
+            result = subprocess.run([cc, *FLAGS, "-o", str(built), str(c_file), "-lm"], capture_output=True,
+                                    text=True)
+        except OSError as exc:
+            raise KernelCacheError(f"the C compiler {cc} cannot run: {exc.strerror or exc}") from None
+        if result.returncode != 0:
+            first = next((line for line in result.stderr.splitlines() if "error" in line), result.stderr.strip())
+            raise KernelCacheError(f"the C compiler {cc} failed (exit {result.returncode}): {first[:200]}")
+        binary = built.read_bytes() if built.is_file() else b""
+        if not binary:
+            raise KernelCacheError(f"the C compiler {cc} exited without error but wrote no library; "
+                                   f"set CC to a working C compiler, or GRAPHC_KERNELS=numpy")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        staged = folder / f".k{tag}.{os.getpid()}.tmp"
+        staged.write_bytes(binary)
+        os.replace(staged, folder / _library_name(tag, binary))
+    except OSError as exc:
+        raise KernelCacheError(f"cannot write to the kernel cache: {exc.strerror or exc}; make the folder "
+                               f"writable or point GRAPHC_CACHE_DIR at one") from None
 
 
 def _cpu_tag() -> str:
