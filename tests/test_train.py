@@ -22,7 +22,7 @@ from graphc.data import Batches, load_fashion_mnist
 from graphc.errors import CheckpointError, DataError
 from graphc.train import ConfigError, History, Splits, TrainConfig, Trainer, TrainingInterrupted, checkpoint
 from graphc.train import trainer as trainer_module
-from graphc.train.history import TIMING_FIELDS
+from graphc.train.history import TIMING_FIELDS, HistoryWriteError
 
 FEATURES, CLASSES = 12, 3
 
@@ -303,3 +303,17 @@ def test_mlp_learns_fashion_mnist(tmp_path: Path) -> None:
     result = Trainer(net, split, config, tmp_path, log=lambda line: None, progress_bar=False).run()
     assert len(data.x_test) == 10_000
     assert result.test_accuracy > 0.80
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+@pytest.mark.parametrize("name", ["history.csv", "history.json", "history.png"])
+def test_a_full_disk_while_writing_history_names_the_file(tmp_path: Path, name: str) -> None:
+    (tmp_path / name).symlink_to("/dev/full")  # every write there fails with ENOSPC
+    history = History.from_dicts(make_history_rows())
+    with pytest.raises(HistoryWriteError, match=f"cannot write {tmp_path / name}: No space left on device"):
+        history.write(tmp_path)
+
+
+def make_history_rows() -> list[dict[str, Any]]:
+    return [{"epoch": 1, "lr": 0.1, "train_loss": 1.0, "val_loss": None, "val_accuracy": None, "test_loss": 0.9,
+             "test_accuracy": 0.5, "seconds": 1.0, "examples_per_s": 100.0}]

@@ -8,17 +8,21 @@ the bytes that actually follow and turns each mismatch into a one-line
 
 Compression is detected from the gzip magic bytes rather than the file name,
 because mirrors and package managers are inconsistent about the ``.gz``
-suffix.  Arrays come back in native byte order so no caller ever has to think
+suffix.  A compressed file is read as a stream, header first, and never
+decompressed beyond the size its header declares (the rest is only counted),
+so a small file that expands to gigabytes costs no more memory than a valid one.  Arrays come back in native byte order so no caller ever has to think
 about IDX being big-endian.
 """
 from __future__ import annotations
 
 import gzip
+import io
 import math
 import os
 import struct
 import zlib
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -31,6 +35,7 @@ _IDX_MAGIC = b"\x00\x00"
 _PREFIX_BYTES = 4  # two magic zeros, the type code, the number of dimensions
 _SIZE_BYTES = 4  # each dimension is a big-endian uint32
 _REFETCH = "re-download or reinstall the data set"
+_CHUNK_BYTES = 1 << 20
 
 _DTYPES: dict[int, np.dtype] = {
     0x08: np.dtype(np.uint8),
@@ -49,11 +54,15 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     unreadable, not IDX, or its payload does not match its header.
     """
     path = Path(path)
-    raw = _decompress(path, _read_bytes(path))
-    dtype, dims = _parse_header(path, raw)
-    offset = _PREFIX_BYTES + _SIZE_BYTES * len(dims)
-    _check_payload_length(path, dtype, dims, len(raw) - offset)
-    data = np.frombuffer(raw, dtype=dtype, count=math.prod(dims), offset=offset)
+    raw = _read_bytes(path)
+    stream = gzip.GzipFile(fileobj=io.BytesIO(raw)) if raw.startswith(_GZIP_MAGIC) else io.BytesIO(raw)
+    with stream:
+        dtype, dims = _parse_header(path, stream)
+        expected = math.prod(dims) * dtype.itemsize
+        payload = _read(path, stream, expected)
+        trailing = _count_rest(path, stream)
+    _check_payload_length(path, dtype, dims, len(payload) + trailing)
+    data = np.frombuffer(payload, dtype=dtype, count=math.prod(dims))
     return data.astype(dtype.newbyteorder("=")).reshape(dims)
 
 
@@ -70,23 +79,42 @@ def _read_bytes(path: Path) -> bytes:
         raise _fail(path, f"cannot read file: {exc.strerror or exc}") from None
 
 
-def _decompress(path: Path, raw: bytes) -> bytes:
-    if not raw.startswith(_GZIP_MAGIC):
-        return raw
+def _read(path: Path, stream: BinaryIO, count: int) -> bytes:
+    """Up to ``count`` bytes, in chunks: memory grows with the bytes that exist, not with what a
+    (possibly corrupt) header claims."""
+    chunks = bytearray()
+    while len(chunks) < count:
+        chunk = _chunk(path, stream, min(_CHUNK_BYTES, count - len(chunks)))
+        if not chunk:
+            break
+        chunks += chunk
+    return bytes(chunks)
+
+
+def _count_rest(path: Path, stream: BinaryIO) -> int:
+    """How many bytes follow, without keeping them; reading to the end also checks the gzip trailer."""
+    total = 0
+    while chunk := _chunk(path, stream, _CHUNK_BYTES):
+        total += len(chunk)
+    return total
+
+
+def _chunk(path: Path, stream: BinaryIO, size: int) -> bytes:
     try:
-        return gzip.decompress(raw)
+        return stream.read(size)
     except (OSError, EOFError, zlib.error) as exc:
         raise _fail(path, f"corrupt gzip stream ({exc}); {_REFETCH}") from None
 
 
-def _parse_header(path: Path, raw: bytes) -> tuple[np.dtype, tuple[int, ...]]:
-    if len(raw) < _PREFIX_BYTES:
+def _parse_header(path: Path, stream: BinaryIO) -> tuple[np.dtype, tuple[int, ...]]:
+    prefix = _read(path, stream, _PREFIX_BYTES)
+    if len(prefix) < _PREFIX_BYTES:
         raise _fail(
             path,
-            f"truncated IDX header: file holds {len(raw)} bytes, the fixed header alone "
+            f"truncated IDX header: file holds {len(prefix)} bytes, the fixed header alone "
             f"needs {_PREFIX_BYTES}; {_REFETCH}",
         )
-    magic, type_code, ndim = raw[:2], raw[2], raw[3]
+    magic, type_code, ndim = prefix[:2], prefix[2], prefix[3]
     if magic != _IDX_MAGIC:
         raise _fail(
             path,
@@ -98,14 +126,14 @@ def _parse_header(path: Path, raw: bytes) -> tuple[np.dtype, tuple[int, ...]]:
         raise _fail(path, f"unknown IDX type code 0x{type_code:02X} (known: {known}); {_REFETCH}")
     if ndim < 1:
         raise _fail(path, f"IDX header declares 0 dimensions, at least 1 is required; {_REFETCH}")
-    sizes_end = _PREFIX_BYTES + _SIZE_BYTES * ndim
-    if len(raw) < sizes_end:
+    sizes = _read(path, stream, _SIZE_BYTES * ndim)
+    if len(sizes) < _SIZE_BYTES * ndim:
         raise _fail(
             path,
             f"truncated IDX header: it declares {ndim} dimensions ({_SIZE_BYTES * ndim} bytes "
-            f"of sizes) but only {len(raw) - _PREFIX_BYTES} bytes follow; {_REFETCH}",
+            f"of sizes) but only {len(sizes)} bytes follow; {_REFETCH}",
         )
-    dims = struct.unpack(f">{ndim}I", raw[_PREFIX_BYTES:sizes_end])
+    dims = struct.unpack(f">{ndim}I", sizes)
     return _DTYPES[type_code], dims
 
 

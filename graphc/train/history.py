@@ -19,7 +19,13 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from graphc.errors import GraphcError
+
 TIMING_FIELDS = ("seconds", "examples_per_s")
+
+
+class HistoryWriteError(GraphcError):
+    """A history file that could not be written (a full disk, a read-only folder)."""
 
 
 @dataclass(frozen=True)
@@ -74,11 +80,20 @@ class History:
 
     def write(self, directory: Path) -> list[Path]:
         """history.csv, history.json and history.png in ``directory``; returns their paths."""
-        paths = [directory / "history.csv", directory / "history.json", directory / "history.png"]
-        write_csv(self, paths[0])
-        paths[1].write_text(json.dumps(self.to_dicts(), indent=1) + "\n")
-        plot(self, paths[2])
-        return paths
+        writers = {directory / "history.csv": write_csv, directory / "history.json": write_json,
+                   directory / "history.png": plot}
+        for path, write in writers.items():
+            try:
+                write(self, path)
+            except OSError as exc:
+                raise HistoryWriteError(f"cannot write {path}: {exc.strerror or exc}; check that the folder is "
+                                        f"writable and the disk is not full (the checkpoint holds the "
+                                        f"history too)") from None
+        return list(writers)
+
+
+def write_json(history: History, path: Path) -> None:
+    path.write_text(json.dumps(history.to_dicts(), indent=1) + "\n")
 
 
 def write_csv(history: History, path: Path) -> None:
