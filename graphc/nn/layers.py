@@ -1,6 +1,7 @@
 """The basic layers: dense, sequential stacks and weight-decay terms."""
 from __future__ import annotations
 
+from numbers import Integral
 from typing import Any, Optional
 
 from graphc import init as initializers
@@ -21,8 +22,10 @@ class Dense(Module):
     kind = "dense"
 
     def __init__(self, units: int, init: Any = "glorot", bias: bool = True, name: Optional[str] = None):
+        if isinstance(units, bool) or not isinstance(units, Integral) or units < 1:
+            raise GraphcError(f"Dense(units) takes a positive whole number of outputs, got {units!r}")
         super().__init__(name)
-        self.units = units
+        self.units = int(units)
         self.init = initializers.resolve(init)
         self.bias = bias
 

@@ -129,8 +129,8 @@ def _read_headers(path: Path) -> dict[str, Header]:
     try:
         with zipfile.ZipFile(path) as archive:
             for info in archive.infolist():
-                if not info.filename.endswith(".npy"):
-                    raise CheckpointError(f"{path} holds an unexpected entry '{info.filename}'; "
+                if not info.filename.endswith(".npy") or info.filename[:-len(".npy")] in headers:
+                    raise CheckpointError(f"{path} holds an unexpected or repeated entry '{info.filename}'; "
                                           f"it is not a graphc checkpoint")
                 with archive.open(info) as entry:
                     version = np.lib.format.read_magic(entry)

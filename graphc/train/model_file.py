@@ -73,6 +73,9 @@ def _execute(path: Path) -> dict[str, Any]:
     except SyntaxError as exc:
         where = f"{path}:{exc.lineno}" if exc.lineno is not None else f"{path}"
         raise ModelFileError(f"{where}: syntax error: {exc.msg}; a model file must be Python source") from None
+    except UnicodeDecodeError as exc:
+        raise ModelFileError(f"{path} is not Python source: byte {exc.start} is not UTF-8 text ({exc.reason}); "
+                             f"pass a .py file that defines `model`") from None
     except SystemExit as exc:
         raise ModelFileError(f"{path} called exit({exc.code!r}) while being loaded; a model file must only define "
                              f"`model` (guard script code with `if __name__ == '__main__':`)") from None

@@ -18,6 +18,7 @@ across restarts.  Without early stopping the final model is the last epoch's.
 """
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import signal
@@ -205,7 +206,22 @@ def load_splits(dataset: str, data_dir: Optional[str], val_fraction: float, seed
 
 # ------------------------------------------------------------------ graphs
 
+def _check_signature(function: Callable, what: str, *args: Any, **kwargs: Any) -> None:
+    """Refuse a model or loss that cannot take graphc's arguments, before calling it (the
+    TypeError would otherwise point into graphc, not at the user's definition)."""
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):  # some callables have no signature to inspect; call them as they are
+        return
+    try:
+        signature.bind(*args, **kwargs)
+    except TypeError as exc:
+        raise GraphcError(f"{what} cannot be called as graphc calls it ({exc}); "
+                          f"its parameters are {signature}") from None
+
+
 def model_output(model: Model, x: Node, training: bool) -> Node:
+    _check_signature(model, "model(x, training)", x, training=training)
     output = model(x, training=training)
     if not isinstance(output, Node):
         raise GraphcError(f"model(x, training) returned {type(output).__name__}, not a graph node; "
@@ -214,6 +230,7 @@ def model_output(model: Model, x: Node, training: bool) -> Node:
 
 
 def model_loss(loss: Loss, output: Node, y: Node) -> Node:
+    _check_signature(loss, "loss(output, y)", output, y)
     value = loss(output, y)
     if not isinstance(value, Node) or value.shape != ():
         found = f"shape {fmt(value.shape)}" if isinstance(value, Node) else type(value).__name__
