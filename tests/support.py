@@ -1,6 +1,11 @@
 """Helpers shared by test modules (pytest puts this folder on the import path)."""
 from __future__ import annotations
 
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
 import pytest
 
 from graphc.data import load_fashion_mnist
@@ -16,3 +21,17 @@ def fashion_mnist_installed() -> bool:
 
 
 needs_fashion_mnist = pytest.mark.skipif(not fashion_mnist_installed(), reason="Fashion-MNIST is not installed")
+
+
+IDX_STEMS = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+def tiny_fashion_mnist(folder: Path, train: int = 40, test: int = 20) -> Path:
+    """A Fashion-MNIST-shaped data set of random images in ``folder`` (for ``--data``): quick to train on."""
+    rng = np.random.default_rng(0)
+    for stem, count in zip(IDX_STEMS, (train, train, test, test)):
+        images = "images" in stem
+        array = rng.integers(0, 256 if images else 10, (count, 28, 28) if images else (count,)).astype(np.uint8)
+        header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+        (folder / f"{stem}.gz").write_bytes(gzip.compress(header + array.tobytes(), compresslevel=1))
+    return folder

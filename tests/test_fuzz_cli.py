@@ -2,12 +2,9 @@
 and exit 2, never a traceback (on a tiny synthetic data set, so that training runs are quick)."""
 from __future__ import annotations
 
-import gzip
-import struct
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -16,23 +13,12 @@ from graphc import optim
 from graphc.cli import EXIT_USAGE, main
 
 from fuzzing import FUZZ
-
-STEMS = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
-
-
-def write_idx(path: Path, array: np.ndarray) -> None:
-    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes(), compresslevel=1))
+from support import tiny_fashion_mnist
 
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A Fashion-MNIST-shaped data set of 40 training and 20 test images."""
-    folder = tmp_path_factory.mktemp("tiny")
-    rng = np.random.default_rng(0)
-    for stem, count in zip(STEMS, (40, 40, 20, 20)):
-        shape = (count, 28, 28) if "images" in stem else (count,)
-        write_idx(folder / f"{stem}.gz", rng.integers(0, 256 if "images" in stem else 10, shape))
+    folder = tiny_fashion_mnist(tmp_path_factory.mktemp("tiny"))
     (folder / "small_model.py").write_text("from graphc import nn\nmodel = nn.Dense(10)\n")
     return folder
 

@@ -35,7 +35,7 @@ def test_resume_and_overwrite_together_are_refused(tmp_path: Path) -> None:
         make_trainer(tmp_path, epochs=1).run(resume=True, overwrite=True)
 
 
-def test_a_second_process_cannot_claim_a_folder_in_use(tmp_path: Path) -> None:
+def test_a_second_process_cannot_claim_a_folder_in_use_until_the_first_is_killed(tmp_path: Path) -> None:
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, pathlib; from graphc.train.run_folder import claim\n"
                                "with claim(pathlib.Path(sys.argv[1])):\n"
@@ -47,7 +47,8 @@ def test_a_second_process_cannot_claim_a_folder_in_use(tmp_path: Path) -> None:
             with claim(tmp_path):
                 pass
     finally:
-        holder.communicate("", timeout=30)
+        holder.kill()  # as `kill -9` would: no cleanup runs
+        holder.communicate(timeout=30)
     with claim(tmp_path):  # the lock went with the process
         pass
 
