@@ -38,10 +38,10 @@ def read_progress(extra: Mapping[str, Any], batches_per_epoch: int, path: Path) 
         raise _bad(path, f"its progress record is {_summary(raw)}, not the fields "
                          f"{', '.join(f.name for f in fields(Progress))}")
     for name in ("epoch", "batch", "examples"):
-        if not _is_int(raw[name]) or raw[name] < 0:
+        if not is_integer(raw[name]) or raw[name] < 0:
             raise _bad(path, f"progress {name}={raw[name]!r} is not a count (an integer >= 0)")
     for name in ("loss_sum", "seconds"):
-        if not _is_real(raw[name]) or not math.isfinite(raw[name]) or (name == "seconds" and raw[name] < 0):
+        if not is_number(raw[name]) or not math.isfinite(raw[name]) or (name == "seconds" and raw[name] < 0):
             raise _bad(path, f"progress {name}={raw[name]!r} is not a finite number")
     if raw["batch"] >= batches_per_epoch:
         raise _bad(path, f"progress batch={raw['batch']} is past the end of an epoch of {batches_per_epoch} batches")
@@ -58,7 +58,7 @@ def _read_history(rows: Any, epochs_done: int, path: Path) -> History:
         if row["epoch"] != number:
             raise _bad(path, f"history row {number} has epoch={row['epoch']!r}")
         for name in FIELDS:
-            if not (_is_real(row[name]) or (row[name] is None and name in _OPTIONAL)):
+            if not (is_number(row[name]) or (row[name] is None and name in _OPTIONAL)):
                 raise _bad(path, f"history row {number} has {name}={row[name]!r}, not a number")
     return History([EpochRecord(**row) for row in rows])
 
@@ -74,9 +74,11 @@ def _summary(value: Any) -> str:
     return f"a {type(value).__name__}" if value is not None else "missing"
 
 
-def _is_int(value: Any) -> bool:
+def is_integer(value: Any) -> bool:
+    """An int that is not a bool (JSON and model files give both)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_real(value: Any) -> bool:
+def is_number(value: Any) -> bool:
+    """An int or float that is not a bool."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -45,7 +45,7 @@ from graphc.runtime import memory_check, numerics
 from graphc.runtime.store import Store
 from graphc.train import checkpoint, data_checks, run_folder
 from graphc.train.history import EpochRecord, History
-from graphc.train.progress import Progress, read_progress
+from graphc.train.progress import Progress, is_integer, is_number, read_progress
 
 Model = Callable[..., Node]
 Loss = Callable[[Node, Node], Node]
@@ -105,28 +105,28 @@ class TrainConfig:
         return config
 
     def validate(self) -> None:
-        """Types first (a model file's ``defaults`` may hold anything), then ranges."""
+        """Types first (a model file's ``defaults`` may hold anything), then ranges (which NaN fails)."""
         _require(isinstance(self.optimizer, str) and self.optimizer.lower() in optim.BY_NAME,
                  f"optimizer must be one of {', '.join(optim.BY_NAME)}, got {self.optimizer!r}")
-        _require(self.lr is None or (_is_real(self.lr) and 0 < self.lr < math.inf),
+        _require(self.lr is None or (is_number(self.lr) and 0 < self.lr < math.inf),
                  f"lr must be a positive number, got {self.lr!r}")
-        _require(_is_real(self.lr_decay) and 0 < self.lr_decay < math.inf,
+        _require(is_number(self.lr_decay) and 0 < self.lr_decay < math.inf,
                  f"lr_decay must be a positive number, got {self.lr_decay!r}")
-        _require(_is_int(self.batch_size) and self.batch_size >= 1,
+        _require(is_integer(self.batch_size) and self.batch_size >= 1,
                  f"batch_size must be an integer >= 1, got {self.batch_size!r}")
-        _require(_is_int(self.epochs) and self.epochs >= 1,
+        _require(is_integer(self.epochs) and self.epochs >= 1,
                  f"epochs must be an integer >= 1, got {self.epochs!r}")
-        _require(_is_int(self.seed) and self.seed >= 0, f"seed must be an integer >= 0, got {self.seed!r}")
-        _require(_is_real(self.val_fraction) and 0.0 <= self.val_fraction < 1.0,
+        _require(is_integer(self.seed) and self.seed >= 0, f"seed must be an integer >= 0, got {self.seed!r}")
+        _require(is_number(self.val_fraction) and 0.0 <= self.val_fraction < 1.0,
                  f"val_fraction must lie in [0, 1), got {self.val_fraction!r}")
-        _require(self.patience is None or (_is_int(self.patience) and self.patience >= 1),
+        _require(self.patience is None or (is_integer(self.patience) and self.patience >= 1),
                  f"patience must be an integer >= 1, got {self.patience!r}")
         _require(self.patience is None or self.val_fraction > 0,
                  "early stopping (patience) watches validation accuracy; set val_fraction above 0")
         _require(isinstance(self.optimizer_options, dict),
                  f"optimizer_options must be a dict, got {type(self.optimizer_options).__name__}")
         _require(self.backend == "numpy", f"backend must be 'numpy', got {self.backend!r}")
-        _require(_is_real(self.max_loss) and self.max_loss > 0,
+        _require(is_number(self.max_loss) and self.max_loss > 0,
                  f"max_loss must be a positive number, got {self.max_loss!r}")
         _require(isinstance(self.check_numerics, bool),
                  f"check_numerics must be true or false, got {self.check_numerics!r}")
@@ -143,14 +143,6 @@ class TrainConfig:
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigError(message)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
 
 
 def base_lr(config: TrainConfig) -> float:
