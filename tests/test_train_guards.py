@@ -4,6 +4,7 @@ check that names the node which first went non-finite."""
 from __future__ import annotations
 
 import json
+import re
 import tracemalloc
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import pytest
 import graphc as gc
 from graphc import nn
 from graphc.errors import DataError, ShapeError
+from graphc.program import Program
 from graphc.runtime import memory_check, numerics
 from graphc.runtime.step import CompiledStep
 from graphc.train import Splits, TrainingError, checkpoint
@@ -130,6 +132,26 @@ def test_the_numerics_check_names_the_first_non_finite_node_and_its_line(tmp_pat
         trainer.run()
     for name, value in before.items():  # the bad step was undone
         assert np.array_equal(trainer.store.values[name], value), name
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_a_node_graphc_built_is_traced_to_the_users_line_it_reads(tmp_path: Path) -> None:
+    # The loss is graphc's own cross-entropy: its nodes have no line of the user's, the layers do.
+    trainer = make_trainer(tmp_path, epochs=3, optimizer="sgd", lr=1e6, max_loss=1e300, check_numerics=True)
+    with pytest.raises(TrainingError, match=r"first non-finite value .*(\n  at | built at ).*test_train.py:\d+"):
+        trainer.run()
+
+
+def test_a_node_without_a_line_is_traced_to_the_nearest_line_it_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    x = gc.input("x", (None, 2))
+    scaled = x * 2.0
+    with monkeypatch.context() as patch:
+        patch.setattr("graphc.ir.node.user_site", lambda: None)  # as for nodes graphc builds itself
+        bad = gc.log(scaled - 10.0)
+    with np.errstate(invalid="ignore"):
+        found = numerics.locate(Program("p", {"out": bad}), {"x": np.ones((1, 2), np.float32)}, {})
+    assert found is not None
+    assert re.search(rf"= log .*\(it reads %\d+, built at .*{HERE}:\d+: scaled = x \* 2.0\)", found), found
 
 
 @pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")

@@ -27,6 +27,7 @@ from graphc.interpreter import evaluate
 from graphc.ir.graph import toposort
 from graphc.ir.node import Node
 from graphc.ir.printing import Namer, describe
+from graphc.ir.site import Site
 from graphc.program import Program
 from graphc.runtime.step import CompiledStep
 
@@ -128,12 +129,26 @@ def _describe(program: Program, node: Node, value: np.ndarray) -> str:
     statement, note, _ = describe(node, name)
     kinds = ", ".join(kind for kind, mask in (("NaN", np.isnan(value)), ("inf", np.isinf(value))) if mask.any())
     text = f"the first non-finite value ({kinds}) is made by {' '.join(statement.split())}"
+    forward = node.origin.forward if node.origin is not None else node
     if node.origin is not None:
-        forward = node.origin.forward
         text += f", made by the gradient rule of {name(forward)} ({forward.op}, {note})"
-        site = forward.site
-    else:
-        site = node.site
+    built, site = _nearest_site(forward)
     if site is not None:
-        text += f"\n  at {site}: {site.code}"
+        via = "" if built is forward else f" (it reads {name(built)}, built"
+        text += f"\n  at {site}: {site.code}" if not via else f"{via} at {site}: {site.code})"
     return text
+
+
+def _nearest_site(node: Node) -> tuple[Node, Optional[Site]]:
+    """The node's own source line or, for a node graphc built (inside a loss, say), the line of
+    the nearest value it reads that the user built."""
+    queue, seen = [node], {node}
+    while queue:
+        current = queue.pop(0)
+        if current.site is not None:
+            return current, current.site
+        for operand in current.inputs:
+            if operand not in seen:
+                seen.add(operand)
+                queue.append(operand)
+    return node, None
