@@ -134,6 +134,27 @@ def test_stop_signal_mid_epoch_saves_a_state_that_resumes_bit_for_bit(tmp_path: 
     assert metrics(resumed_result.history) == metrics(straight_result.history)
 
 
+class DoublyInterruptingBatches(InterruptingBatches):
+    """Two Ctrl-C presses before one batch, as an impatient user gives them."""
+
+    def epoch(self, index: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for i, batch in enumerate(Batches.epoch(self, index)):
+            if (index, i) == self.at:
+                signal.raise_signal(signal.SIGINT)
+                signal.raise_signal(signal.SIGINT)
+            yield batch
+
+
+def test_a_second_ctrl_c_stops_at_once_and_keeps_the_previous_checkpoint(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    with monkeypatch.context() as patch:
+        patch.setattr(trainer_module, "Batches", DoublyInterruptingBatches)
+        with pytest.raises(TrainingInterrupted, match="interrupted again .* previous checkpoint is intact"):
+            make_trainer(tmp_path, epochs=3).run()
+    saved = checkpoint.load(tmp_path / "checkpoint.npz").extra["progress"]
+    assert (saved["epoch"], saved["batch"]) == (1, 0)
+
+
 def test_a_run_leaves_the_previous_signal_handlers_in_place(tmp_path: Path) -> None:
     before = {signum: signal.getsignal(signum) for signum in trainer_module.STOP_SIGNALS}
     make_trainer(tmp_path, epochs=1).run()
