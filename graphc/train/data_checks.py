@@ -1,12 +1,14 @@
 """Checks that a model and its data belong together, made before any training.
 
-A model with seven outputs trained on ten classes runs without complaint in
-NumPy (the cross-entropy's one-hot simply misses the labels it has no column
-for) and ends with a poor accuracy that looks like a tuning problem.  A NaN in
-the features poisons every parameter at the first step.  Both are cheap to see
-from the arrays and the graph's shapes, so they are refused up front, in one
-line that names the model's side and the data's side.  The data's fingerprint,
-recorded in checkpoints, tells a resumed run whether it sees the same data.
+A model with seven outputs trained on ten classes is refused by the
+cross-entropy only when a batch holds a label it has no column for, once the
+steps are compiled and training has begun, and a loss of the user's own may
+not look at all.  A
+NaN in the features poisons every parameter at the first step.  Both are cheap
+to see from the arrays and the graph's shapes, so they are refused up front,
+in one line that names the model's side and the data's side.  The data's
+fingerprint, recorded in checkpoints, tells a resumed run whether it sees the
+same data.
 """
 from __future__ import annotations
 
