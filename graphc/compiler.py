@@ -9,15 +9,14 @@ from __future__ import annotations
 import time
 from typing import Mapping, Optional, Sequence, Union
 
-from graphc import cache, debug
-from graphc.backends import c_kernels, numpy_backend
+from graphc import backends, cache, debug
+from graphc.backends.base import Backend, KernelBuildFailed
 from graphc.errors import FeedError, GraphcError
 from graphc.ir.node import Node
 from graphc.optim.base import Optimizer
 from graphc.passes import PassReport, optimize
 from graphc.passes.cost import estimate
-from graphc.passes.fusion import fuse
-from graphc.passes.memory import Plan, plan_memory
+from graphc.passes.memory import Plan
 from graphc.program import Program, check_unique_names, training_program
 from graphc.runtime import numerics
 from graphc.runtime.step import CompiledStep, Structure
@@ -48,8 +47,7 @@ def compile(outputs: Outputs, optimizer: Optional[Optimizer] = None, *, state: O
     Functions compiled with the same ``state`` share parameters.  ``passes=False``
     skips the optimizer and the memory plan: the reference path for tests.
     """
-    if backend != "numpy":
-        raise GraphcError(f"unknown backend {backend!r}; available: numpy")
+    target = backends.get(backend)
     named, structure = _named(outputs)
     if optimizer is not None:
         if "loss" not in named and len(named) == 1:
@@ -70,24 +68,23 @@ def compile(outputs: Outputs, optimizer: Optional[Optimizer] = None, *, state: O
                         f"{missing[0]} (a gradient with respect to an input does not read that input); "
                         f"compile it together with an output that reads the input")
     store = state if state is not None else Store(seed)
-    step = _lower(program, store, structure, passes)
+    step = _lower(program, store, structure, passes, target)
     return numerics.checked(step) if numerics.requested() else step
 
 
-def _lower(program: Program, store: Store, structure: Structure, passes: bool) -> CompiledStep:
+def _lower(program: Program, store: Store, structure: Structure, passes: bool, backend: Backend) -> CompiledStep:
     started = time.perf_counter()
     optimized, report = optimize(program) if passes else (program, None)
-    fused = passes and c_kernels.compiler() is not None
-    key = cache.structural_key(optimized, "numpy+c" if fused else "numpy" if passes else "numpy-unplanned")
+    key = cache.structural_key(optimized, backend.cache_tag(passes))
     cached = cache.lookup(key)
     cache_hit = cached is not None
     if cached is None:
-        plan = _plan(optimized, passes, fused)
+        plan = backend.plan(optimized, passes)
         try:
-            generated = numpy_backend.generate(optimized, plan)
-        except numpy_backend.KernelBuildFailed:
-            plan = _plan(optimized, passes, fused=False)
-            generated = numpy_backend.generate(optimized, plan)
+            generated = backend.generate(optimized, plan)
+        except KernelBuildFailed:
+            plan = backend.plan(optimized, passes, fused=False)
+            generated = backend.generate(optimized, plan)
         cached = (generated, plan)
         cache.store(key, cached)
     generated, plan = cached
@@ -95,13 +92,6 @@ def _lower(program: Program, store: Store, structure: Structure, passes: bool) -
                         cache_hit=cache_hit)
     _report(program, optimized, plan, report, step, time.perf_counter() - started)
     return step
-
-
-def _plan(program: Program, passes: bool, fused: bool) -> Plan:
-    if not passes:
-        return Plan(program.nodes())
-    schedule, groups = fuse(program, program.nodes(), c_kernels.eligible) if fused else (program.nodes(), [])
-    return plan_memory(program, schedule, groups)
 
 
 def _report(program: Program, optimized: Program, plan: Plan, report: Optional[PassReport],

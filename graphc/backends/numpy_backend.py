@@ -20,7 +20,9 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from graphc.backends import c_kernels, numpy_kernels
+from graphc.backends.base import Backend, KernelBuildFailed
 from graphc.backends.numpy_lowering import LOWERING
+from graphc.ir.shapes import resolve
 from graphc.ir.node import Node
 from graphc.ir.printing import Namer, describe
 from graphc.passes.fusion import Group
@@ -36,8 +38,14 @@ class Generated:
     source: str
     inputs: list[Node]
     variables: list[Node]
-    bind: Callable[..., Callable[..., tuple]]
+    make_step: Callable[..., Callable[..., tuple]]  # the generated ``bind``
+    buffers: list[Buffer]
     kernels: str = ""  # C source of the fused groups, if any
+
+    def bind(self, variables: Any, arenas: Any, symbols: dict[str, int], store: Any) -> Callable[..., tuple]:
+        """Allocate the plan's buffers for these sizes and make the step function over them."""
+        buffers = [np.empty(resolve(b.shape, symbols), b.dtype) for b in self.buffers]
+        return self.make_step(variables, arenas, buffers, symbols, store.rng)
 
 
 class _Context:
@@ -237,8 +245,6 @@ class _Writer:
         return "\n".join(lines) + "\n"
 
 
-class KernelBuildFailed(Exception):
-    """The C compiler could not build the fused kernels; compile again without fusion."""
 
 
 def generate(program: Program, plan: Optional[Plan] = None) -> Generated:
@@ -255,5 +261,30 @@ def generate(program: Program, plan: Optional[Plan] = None) -> Generated:
             raise KernelBuildFailed(program.name)
         namespace.update(functions)
     exec(compile(source, f"<graphc {program.name}>", "exec"), namespace)
-    return Generated(source, writer.inputs, writer.variables, namespace["bind"], "\n\n".join(writer.kernels))
+    return Generated(source, writer.inputs, writer.variables, namespace["bind"], plan.buffers,
+                     "\n\n".join(writer.kernels))
+
+
+class NumpyBackend(Backend):
+    """NumPy calls with ``out=`` into planned buffers, and fused C loops where a compiler exists."""
+
+    name = "numpy"
+
+    def array_module(self) -> Any:
+        return np
+
+    def fusable(self, node: Node) -> bool:
+        return c_kernels.eligible(node)
+
+    def fuses(self) -> bool:
+        return c_kernels.compiler() is not None
+
+    def cache_tag(self, passes: bool) -> str:
+        return "numpy+c" if passes and self.fuses() else "numpy" if passes else "numpy-unplanned"
+
+    def generate(self, program: Program, plan: Plan) -> Generated:
+        return generate(program, plan)
+
+
+BACKEND = NumpyBackend()
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 import numpy as np
 
-from graphc.backends.numpy_backend import Generated
+from graphc.backends.base import Executable
 from graphc.errors import FeedError
 from graphc.explain.equations import Equations, derive, equations_text
 from graphc.interpreter import bind_symbols, evaluate
@@ -37,7 +37,7 @@ Structure = Union[None, list, str]  # a single output, a list of outputs, or a d
 
 
 class CompiledStep:
-    def __init__(self, program: Program, generated: Generated, store: Store, structure: Structure,
+    def __init__(self, program: Program, generated: Executable, store: Store, structure: Structure,
                  source_program: Program, plan: Optional[Plan] = None, cache_hit: bool = False):
         self.program = program
         self.source_program = source_program
@@ -54,6 +54,7 @@ class CompiledStep:
         self.inputs = generated.inputs + [n for n in source_program.leaves("input")
                                           if n not in read and set(symbols_of(n.shape)) - sized]
         self._input_names = [n.name for n in self.inputs]
+        self._read = len(generated.inputs)
         self._local = threading.local()  # per thread: the functions bound to its buffers, by feed shapes
         self._lock = store.lock if generated.variables else nullcontext()
 
@@ -80,7 +81,10 @@ class CompiledStep:
             fn = bound.get(key) if bound is not None else None  # type: ignore[arg-type]
             if fn is None:
                 fn = self._bind(args, key)
-            return self._shape_result(fn(*args))
+            values = fn(*args[:self._read])  # the rest were fed for their sizes
+            if self.program.updates:
+                self.state.generation += 1
+            return self._shape_result(values)
 
     run = __call__
 
@@ -92,12 +96,7 @@ class CompiledStep:
         if getattr(local, "version", -1) != self.state.version:
             local.bound = {}
         arenas, variables = self.materialize()
-        buffers = [np.empty(resolve(b.shape, symbols), b.dtype) for b in self.plan.buffers]
-        fn = self.generated.bind(variables, arenas, buffers, symbols, self.state.rng)
-        read = len(self.generated.inputs)
-        if read < len(self.inputs):
-            step = fn
-            fn = lambda *values: step(*values[:read])  # noqa: E731  (the rest were fed for their sizes)
+        fn = self.generated.bind(variables, arenas, symbols, self.state)
         local.version = self.state.version
         if key is not None:
             local.bound[key] = fn

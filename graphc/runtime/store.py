@@ -5,6 +5,9 @@ two compiled functions (a train step and an inference step) share.  Parameters
 a train step updates together live in one flat arena, so the optimizer can
 update them with a few whole-vector operations; each parameter's array is a
 view into it.  Re-packing bumps ``version``, telling compiled steps to rebind.
+Every write of variable values (a load, a step that updates variables) advances
+``generation``, so a step that keeps copies of the variables elsewhere (on a
+GPU) knows when its copies are stale.
 """
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ class Store:
         self.values: dict[str, np.ndarray] = {}
         self.arenas: dict[tuple[str, ...], np.ndarray] = {}
         self.version = 0
+        self.generation = 0
         self.rng = np.random.default_rng([seed, 1])
         self.lock = threading.Lock()  # held by compiled functions while they read or write the values
 
@@ -74,6 +78,7 @@ class Store:
 
     def load(self, values: dict[str, np.ndarray], names: Optional[Iterable[str]] = None) -> None:
         """Overwrite values in place (arenas keep their identity), checking shapes."""
+        self.generation += 1
         for name in names if names is not None else values:
             target = self.values.get(name)
             new = values[name]

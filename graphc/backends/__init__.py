@@ -1,0 +1,22 @@
+"""Code generators, looked up by name.
+
+Each backend module is imported only when asked for, so ``import graphc`` never
+touches a GPU library; the CUDA backend imports CuPy only when a step is bound.
+"""
+from __future__ import annotations
+
+import importlib
+
+from graphc.backends.base import Backend
+from graphc.errors import GraphcError
+
+_MODULES = {"numpy": "graphc.backends.numpy_backend", "cupy": "graphc.backends.cuda"}
+NAMES = tuple(_MODULES)
+
+
+def get(name: str) -> Backend:
+    """The backend called ``name``; a clear error naming the choices otherwise."""
+    module = _MODULES.get(name)
+    if module is None:
+        raise GraphcError(f"unknown backend {name!r}; available: {', '.join(NAMES)}")
+    return importlib.import_module(module).BACKEND
