@@ -10,13 +10,15 @@ import importlib
 from graphc.backends.base import Backend
 from graphc.errors import GraphcError
 
-_MODULES = {"numpy": "graphc.backends.numpy_backend", "cupy": "graphc.backends.cuda"}
+_MODULES = {"numpy": ("graphc.backends.numpy_backend", "BACKEND"), "cupy": ("graphc.backends.cuda", "BACKEND"),
+            "cuda-emulator": ("graphc.backends.cuda", "EMULATOR")}
 NAMES = tuple(_MODULES)
 
 
 def get(name: str) -> Backend:
     """The backend called ``name``; a clear error naming the choices otherwise."""
-    module = _MODULES.get(name)
-    if module is None:
+    entry = _MODULES.get(name)
+    if entry is None:
         raise GraphcError(f"unknown backend {name!r}; available: {', '.join(NAMES)}")
-    return importlib.import_module(module).BACKEND
+    module, attribute = entry
+    return getattr(importlib.import_module(module), attribute)

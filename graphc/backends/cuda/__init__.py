@@ -1,0 +1,65 @@
+"""The CUDA backend: generated kernels, cuBLAS GEMMs, the whole step as one CUDA graph.
+
+``backend="cupy"`` runs the program on a GPU through CuPy; ``backend="cuda-emulator"``
+runs the same program on the CPU (see :mod:`graphc.backends.cuda.emulator`).
+Both generate, print and cache the same program; only binding differs, so
+``show`` works without a GPU, and so do the tests of the program's meaning.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from graphc.backends.base import Backend, StepFunction
+from graphc.backends.cuda.binding import DeviceStep
+from graphc.backends.cuda.codegen import kernel_ops, lower, translation_unit
+from graphc.backends.cuda.listing import listing
+from graphc.backends.cuda.program import DeviceProgram
+from graphc.ir.node import Node
+from graphc.passes.memory import Plan
+from graphc.program import Program
+
+
+@dataclass
+class CudaExecutable:
+    device_program: DeviceProgram
+    source: str        # the host schedule
+    kernels: str       # the CUDA translation unit
+    inputs: list[Node]
+    variables: list[Node]
+    emulated: bool
+
+    def bind(self, variables: Sequence[np.ndarray], arenas: Sequence[np.ndarray], symbols: dict[str, int],
+             store: Any) -> StepFunction:
+        if self.emulated:
+            from graphc.backends.cuda.emulator import EmulatedDevice
+            device: Any = EmulatedDevice(self.kernels)
+        else:
+            from graphc.backends.cuda.runtime import CupyDevice
+            device = CupyDevice(self.kernels, self.device_program.kernel_names)
+        return DeviceStep(self.device_program, device, variables, arenas, symbols, store)
+
+
+class CudaBackend(Backend):
+    def __init__(self, name: str, emulated: bool):
+        self.name, self.emulated = name, emulated
+
+    def array_module(self) -> Any:
+        if self.emulated:
+            return np
+        from graphc.backends.cuda.runtime import import_cupy
+        return import_cupy()
+
+    def fusable(self, node: Node) -> bool:
+        return node.op in kernel_ops()
+
+    def generate(self, program: Program, plan: Plan) -> CudaExecutable:
+        device = lower(program, plan)
+        return CudaExecutable(device, listing(device), translation_unit(device), [n for n, _ in device.inputs],
+                              [v for v, _ in device.variables], self.emulated)
+
+
+BACKEND = CudaBackend("cupy", emulated=False)
+EMULATOR = CudaBackend("cuda-emulator", emulated=True)

@@ -1,0 +1,131 @@
+"""Running a :class:`DeviceProgram` on a device: the part the GPU and the emulator share.
+
+A device (CuPy's, or the CPU emulator) knows how to allocate one arena, copy
+bytes in and out of it, launch a kernel, run a GEMM and capture a sequence of
+those into something replayable.  This module lays the program's regions out
+in the arena for one batch size, writes the constants and variables in, and
+makes the step function: copy the inputs in, replay the captured step, copy
+the results and the changed variables out.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Protocol, Sequence
+
+import numpy as np
+
+from graphc.backends.cuda.kernels import BLOCK, MAX_BLOCKS
+from graphc.backends.cuda.program import ITEM_BYTES, Copy, DeviceProgram, Gemm, Launch, Size, Symbol, View
+from graphc.ir.shapes import resolve
+
+ALIGN = 256  # bytes: every region starts on a boundary cuBLAS and vector loads like
+
+
+class Device(Protocol):
+    def allocate(self, nbytes: int) -> int: ...                       # returns the arena's base address
+    def upload(self, address: int, host: np.ndarray) -> None: ...
+    def download(self, host: np.ndarray, address: int) -> None: ...
+    def launch(self, kernel: str, blocks: int, threads: int, args: Sequence[tuple[str, int]]) -> Callable[[], None]: ...
+    def gemm(self, step: Gemm, a: int, b: int, c: int, sizes: Mapping[str, int]) -> Callable[[], None]: ...
+    def copy(self, dst: int, src: int, nbytes: int) -> Callable[[], None]: ...
+    def capture(self, calls: list[Callable[[], None]]) -> Callable[[], None]: ...
+    def synchronize(self) -> None: ...
+
+
+def layout(device: DeviceProgram, symbols: Mapping[str, int]) -> tuple[dict[str, int], int]:
+    """Byte offset of every region in the arena, and the arena's size."""
+    offsets, total = {}, 0
+    for name, region in device.regions.items():
+        total = -(-total // ALIGN) * ALIGN
+        offsets[name] = total
+        total += region.size.resolve(symbols) * ITEM_BYTES[region.dtype]
+    return offsets, max(total, ALIGN)
+
+
+def blocks_for(count: int) -> int:
+    return max(1, min(-(-count // BLOCK), MAX_BLOCKS))
+
+
+class DeviceStep:
+    """The step for one batch size: a device arena with the program laid out in it."""
+
+    def __init__(self, program: DeviceProgram, device: Device, variables: Sequence[np.ndarray],
+                 arenas: Sequence[np.ndarray], symbols: dict[str, int], store: Any):
+        self.program, self.device, self.symbols, self.store = program, device, symbols, store
+        self.offsets, total = layout(program, symbols)
+        self.base = device.allocate(total)
+        self.host_variables = {var.name: value for (var, _), value in zip(program.variables, variables)}
+        self.host_arenas = dict(zip(program.arenas, arenas))
+        self.synced = None
+        for name, value in program.constants.items():
+            device.upload(self.region(name), value)
+        for name, length in program.ones.items():
+            device.upload(self.region(name), np.ones(length.resolve(symbols), program.regions[name].dtype))
+        if program.rng:
+            seed = store.rng.integers(0, 2**63, dtype=np.uint64) if store is not None else np.uint64(0)
+            device.upload(self.region(program.rng), np.array([seed], np.uint64))
+        self.calls = [self._call(step) for step in program.steps]
+        self.replay: Callable[[], None] | None = None
+        self.results = [(name, np.empty(resolve(view.shape, symbols), view.dtype), self.address(view))
+                        for name, view in program.outputs]
+
+    def region(self, name: str) -> int:
+        return self.base + self.offsets[name]
+
+    def address(self, view: View) -> int:
+        return self.region(view.region) + view.offset * ITEM_BYTES[view.dtype]
+
+    def _call(self, step: Any) -> Callable[[], None]:
+        if isinstance(step, Launch):
+            args = []
+            for arg in step.args:
+                if isinstance(arg, View):
+                    args.append(("pointer", self.address(arg)))
+                elif isinstance(arg, Symbol):
+                    args.append(("int64", self.symbols[arg.name]))
+                else:
+                    args.append(("int64", arg.resolve(self.symbols)))
+            return self.device.launch(step.kernel, blocks_for(step.threads.resolve(self.symbols)), BLOCK, args)
+        if isinstance(step, Gemm):
+            return self.device.gemm(step, self.address(step.a), self.address(step.b), self.address(step.c),
+                                    self.symbols)
+        assert isinstance(step, Copy)
+        nbytes = step.count.resolve(self.symbols) * ITEM_BYTES[step.dst.dtype]
+        return self.device.copy(self.address(step.dst), self.address(step.src), nbytes)
+
+    # ---- the step -------------------------------------------------------------
+    def _sync_variables_in(self) -> None:
+        """Copy the store's values in, unless the device already holds the newest ones."""
+        if self.synced == getattr(self.store, "generation", None):
+            return
+        for name, host in self.host_arenas.items():
+            self.device.upload(self.region(name), host)
+        for var, view in self.program.variables:
+            if view.region not in self.host_arenas:
+                self.device.upload(self.address(view), np.ascontiguousarray(self.host_variables[var.name]))
+
+    def launch(self, *inputs: np.ndarray) -> None:
+        """Copy the inputs in and run the step, without waiting for it."""
+        self._sync_variables_in()
+        for (_, region), value in zip(self.program.inputs, inputs):
+            self.device.upload(self.region(region), np.ascontiguousarray(value))
+        if self.replay is None:
+            for call in self.calls:  # the first step runs eagerly: it loads kernels, warms cuBLAS
+                call()
+            self.replay = self.device.capture(self.calls)
+        else:
+            self.replay()
+        generation = getattr(self.store, "generation", 0)
+        self.synced = generation + 1 if self.program.written else generation
+
+    def __call__(self, *inputs: np.ndarray) -> tuple:
+        self.launch(*inputs)
+        for _, host, address in self.results:
+            self.device.download(host, address)
+        for region in self.program.written:
+            if region in self.host_arenas:
+                self.device.download(self.host_arenas[region], self.region(region))
+        for var, view in self.program.variables:
+            if view.region in self.program.written and view.region not in self.host_arenas:
+                self.device.download(self.host_variables[var.name], self.address(view))
+        self.device.synchronize()
+        return tuple(host.copy() for _, host, _ in self.results)

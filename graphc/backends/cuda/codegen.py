@@ -1,0 +1,445 @@
+"""Lower an optimized, planned program to a :class:`DeviceProgram`.
+
+The memory plan is the CPU's: its buffers become regions of one device arena,
+the parameter arena stays one flat region the optimizer updates in place, and
+a gradient is computed straight into its slice of the packed gradient.  What
+the GPU adds is only how each node runs:
+
+* a fused elementwise group (or a lone elementwise op) is one generated kernel;
+  operands that are transposed or broadcast views are read through strides, so
+  layout ops cost nothing;
+* ``matmul`` is a cuBLAS GEMM, with a transposed operand passed as a flag;
+* ``sum`` over the leading or trailing axes of a contiguous array (bias
+  gradients, the batch mean) is a GEMM against a vector of ones; other
+  reductions are a kernel with one thread per output;
+* ``one_hot``, ``normal`` and ``uniform`` are kernels; random numbers come from
+  Philox, keyed by the op and counted by a step counter on the device;
+* updates the plan could not place in the variable are copies at the end.
+"""
+from __future__ import annotations
+
+import re
+from typing import Optional
+
+import numpy as np
+
+from graphc.backends.c_kernels import _expression, _literal
+from graphc.backends.cuda.kernels import BLOCK, PRELUDE, RNG_ADVANCE, KernelText, axis_indices, offset
+from graphc.backends.cuda.program import (C_TYPES, Copy, DeviceProgram, Gemm, Launch, Region, Size, View,
+                                          row_major_strides)
+from graphc.ir.node import Node
+from graphc.ir.primitives import ELEMENTWISE
+from graphc.ir.printing import Namer, describe
+from graphc.passes.fusion import Group
+from graphc.passes.memory import VIEW_OPS, Buffer, Piece, Plan
+from graphc.program import Program
+
+VARIABLE_KINDS = ("variable", "arena")
+GEMM_SUM_MIN = 64  # reduce by GEMM against ones from this many summed elements on
+
+
+def kernel_ops() -> frozenset[str]:
+    """Ops an elementwise kernel can compute (those of the shared C expression table)."""
+    from graphc.backends.c_kernels import SUPPORTED
+    return SUPPORTED
+
+
+class _Lowering:
+    def __init__(self, program: Program, plan: Plan):
+        self.program, self.plan = program, plan
+        self.prefix = re.sub(r"\W", "_", program.name)
+        self.regions: dict[str, Region] = {}
+        self.steps: list = []
+        self.kernels: list[str] = []
+        self.kernel_names: list[str] = []
+        self.views: dict[Node, Optional[View]] = {}
+        self.constants: dict[str, np.ndarray] = {}
+        self.ones: dict[str, Size] = {}
+        self.group_of = {m: g for g in plan.groups for m in g.members}
+        self.internal = {m for g in plan.groups for m in set(g.members) - set(g.outputs)}
+        self.ir_name = Namer()
+        self.random_ops = 0
+        self.rng = ""
+        self.variables: list[tuple[Node, View]] = []
+        self.arenas: list[str] = []
+        self._leaves()
+
+    # ---- memory -------------------------------------------------------------
+    def region(self, name: str, size: Size, dtype: str, kind: str) -> str:
+        self.regions.setdefault(name, Region(name, size, dtype, kind))
+        return name
+
+    def whole(self, region: str, shape: tuple) -> View:
+        r = self.regions[region]
+        return View(region, 0, tuple(shape), row_major_strides(shape), r.dtype)
+
+    def _leaves(self) -> None:
+        in_arena: dict[Node, View] = {}
+        for k, group in enumerate(self.program.arenas):
+            name = self.region(f"arena{k}", Size.of([sum(int(np.prod(v.shape)) for v in group)]), group[0].dtype,
+                               "arena")
+            self.arenas.append(name)
+            start = 0
+            for var in group:
+                in_arena[var] = View(name, start, var.shape, row_major_strides(var.shape), var.dtype)
+                start += int(np.prod(var.shape))
+        for var in self.program.variables():
+            view = in_arena.get(var)
+            if view is None:
+                view = self.whole(self.region(f"var:{var.name}", Size.of(var.shape), var.dtype, "variable"),
+                                  var.shape)
+            self.views[var] = view
+            self.variables.append((var, view))
+        self.inputs = [n for n in self.plan.schedule if n.op == "input"]
+        for node in self.inputs:
+            self.views[node] = self.whole(self.region(f"in:{node.name}", Size.of(node.shape), node.dtype, "input"),
+                                          node.shape)
+        for b in self.plan.buffers:
+            self.region(f"b{b.index}", Size.of(b.shape), b.dtype, "buffer")
+
+    def scratch(self, node: Node, label: str = "") -> View:
+        name = self.region(f"t{self.ir_name(node)[1:]}{label}", Size.of(node.shape), node.dtype, "scratch")
+        return self.whole(name, node.shape)
+
+    def view(self, node: Node) -> View:
+        """Where ``node``'s value is, materializing it if it has no place of its own."""
+        if node in self.views and self.views[node] is not None:
+            return self.views[node]  # type: ignore[return-value]
+        view = self._place(node)
+        if view is None:
+            view = self._derived(node)
+        self.views[node] = view
+        return view
+
+    def _place(self, node: Node) -> Optional[View]:
+        if node in self.plan.arena_views:
+            return self.whole(self.arenas[self.plan.arena_views[node]], node.shape)
+        place = self.plan.place.get(node)
+        if isinstance(place, Buffer):
+            return self.whole(f"b{place.index}", node.shape)
+        if isinstance(place, Piece):
+            region = self.arenas[place.base] if isinstance(place.base, int) else f"b{place.base.index}"
+            return View(region, place.start, node.shape, row_major_strides(node.shape), node.dtype)
+        if isinstance(place, Node):
+            return self.view(place)
+        return None
+
+    def _derived(self, node: Node) -> View:
+        """A view op's view of its operand; a constant's region; else a scratch region, filled here."""
+        op = node.op
+        if op == "constant":
+            name = f"k{len(self.constants)}"
+            self.constants[name] = np.ascontiguousarray(node.attrs["value"].array, dtype=node.dtype)
+            return self.whole(self.region(name, Size.of(node.shape), node.dtype, "constant"), node.shape)
+        if op in VIEW_OPS:
+            source = self.view(node.inputs[0])
+            if op == "stop_gradient":
+                return source
+            if op == "slice":
+                start = node.attrs["start"]
+                assert source.strides[0].static
+                return View(source.region, source.offset + start * source.strides[0].const, node.shape,
+                            source.strides, node.dtype)
+            if op == "transpose":
+                perm = node.attrs["perm"]
+                return View(source.region, source.offset, node.shape, tuple(source.strides[p] for p in perm),
+                            node.dtype)
+            if op == "broadcast_to":
+                lead = len(node.shape) - len(source.shape)
+                strides = [Size(0)] * lead + [Size(0) if d == 1 and t != 1 else s for d, t, s in
+                                              zip(source.shape, node.shape[lead:], source.strides)]
+                return View(source.region, source.offset, node.shape, tuple(strides), node.dtype)
+            if op == "reshape":
+                if not source.contiguous:
+                    source = self.scratch(node.inputs[0], "c")
+                    self.fill(source, node.inputs[0], "contiguous copy for a reshape")
+                return View(source.region, source.offset, node.shape, row_major_strides(node.shape), node.dtype)
+        target = self.scratch(node)
+        if op == "numel":
+            self.views[node] = target
+            self.fill(target, node, "the size as a value")
+        return target
+
+    # ---- steps --------------------------------------------------------------
+    def comment(self, node: Node) -> str:
+        return "  ".join(p for p in describe(node, self.ir_name) if p)
+
+    def new_kernel(self, kind: str) -> KernelText:
+        return KernelText(f"{self.prefix}_k{len(self.kernels)}_{kind}")
+
+    def add_kernel(self, text: KernelText, loop: list[str], count: Size, nodes: tuple, note: str) -> None:
+        self.kernels.append(text.source(loop, note))
+        self.kernel_names.append(text.name)
+        self.steps.append(Launch(text.name, count, text.launch_args(count), nodes, note))
+
+    def operand(self, node: Node, text: KernelText, loop_shape: tuple, axes: set[int],
+                local: dict[Node, str]) -> str:
+        """The C expression reading ``node`` inside a kernel over ``loop_shape``."""
+        if node in local:
+            return local[node]
+        if node.op == "constant" and node.attrs["value"].array.size == 1:
+            return _literal(node.attrs["value"].array.reshape(()).item(), node.dtype)
+        if node.op == "numel":
+            size = Size.of([node.inputs[0].shape[a] for a in node.attrs["axes"]])
+            return f"(({C_TYPES[node.dtype]}){text.size(size)})"
+        view = self.view(node)
+        index, used = offset(view, loop_shape, text)
+        axes |= used
+        return f"{text.pointer(view, writes=False)}[{index}]"
+
+    def elementwise(self, members: list[Node], inputs: list[Node], outputs: list[Node], shape: tuple,
+                    kind: str, note: str) -> None:
+        text = self.new_kernel(kind)
+        axes: set[int] = set()
+        local: dict[Node, str] = {}
+        body = []
+        for node in inputs:
+            local[node] = self.operand(node, text, shape, axes, local)
+        for j, node in enumerate(members):
+            expr = _expression(node, [local[i] for i in node.inputs])
+            body.append(f"const {C_TYPES[node.dtype]} v{j} = {expr};  // {self.comment(node)}")
+            local[node] = f"v{j}"
+        for node in outputs:
+            out = self.view(node)
+            index, used = offset(out, shape, text)
+            axes |= used
+            body.append(f"{text.pointer(out, writes=True)}[{index}] = {local[node]};")
+        self.add_kernel(text, axis_indices(shape, axes, text) + body, Size.of(shape),
+                        tuple(members) or tuple(outputs), note)
+
+    def fill(self, target: View, node: Node, note: str) -> None:
+        """Write ``node``'s value (read through its view, or computed inline) contiguously into ``target``."""
+        text = self.new_kernel("copy")
+        axes: set[int] = set()
+        value = self.operand(node, text, target.shape, axes, {})
+        index, used = offset(target, target.shape, text)
+        loop = axis_indices(target.shape, axes | used, text)
+        loop.append(f"{text.pointer(target, writes=True)}[{index}] = {value};")
+        self.add_kernel(text, loop, Size.of(target.shape), (node,), note)
+
+    def copy(self, target: View, node: Node, note: str) -> None:
+        """``target`` ← ``node``: a memory copy when the source is contiguous, else a kernel."""
+        if node.op == "constant" and node.attrs["value"].array.size == 1 or node.op == "numel":
+            self.fill(target, node, note)
+            return
+        source = self.view(node)
+        if source.contiguous:
+            if (source.region, source.offset) != (target.region, target.offset):
+                self.steps.append(Copy(target, source, Size.of(target.shape), (node,), note))
+        else:
+            self.fill(target, node, note)
+
+    def gemm_operand(self, node: Node) -> tuple[View, bool, Size]:
+        """A row-major matrix operand as cuBLAS sees it: the view, whether it is transposed, its ld."""
+        view = self.view(node)
+        rows, cols = view.shape
+        if view.contiguous:
+            return view, False, Size.of([cols])
+        if view.strides[0] == Size() and view.strides[1] == Size.of([rows]):
+            return view, True, Size.of([rows])
+        dense = self.scratch(node, "c")
+        self.fill(dense, node, "contiguous copy for a GEMM")
+        return dense, False, Size.of([cols])
+
+    def gemm(self, a: tuple[View, bool, Size], b: tuple[View, bool, Size], c: View, nodes: tuple, note: str) -> None:
+        """Row-major c[M,N] = a[M,K] · b[K,N], as the column-major product cᵀ = bᵀ · aᵀ."""
+        (av, at, lda), (bv, bt, ldb) = a, b
+        m, k = (Size.of([d]) for d in av.shape)
+        n = Size.of([bv.shape[1]])
+        self.steps.append(Gemm(bt, at, n, m, k, bv, ldb, av, lda, c, n, c.dtype, nodes, note))
+
+    def matmul(self, node: Node) -> None:
+        a, b = (self.gemm_operand(i) for i in node.inputs)
+        self.gemm(a, b, self.view(node), (node,), self.comment(node))
+
+    def reduce(self, node: Node) -> None:
+        source = node.inputs[0]
+        axes = tuple(node.attrs["axes"])
+        if node.op == "sum" and self._sum_by_gemm(self.view(source), axes, node):
+            return
+        text = self.new_kernel(node.op)
+        shape = source.shape
+        kept = [a for a in range(len(shape)) if a not in axes]
+        view = self.view(source)
+        out = self.view(node)
+        kept_shape = tuple(shape[a] for a in kept)
+        red_shape = tuple(shape[a] for a in axes)
+        loop = axis_indices(kept_shape, set(range(len(kept))), text, "i")
+        loop += axis_indices(red_shape, set(range(len(axes))), text, "r")
+        terms = [f"i{j} * {text.size(view.strides[a])}" for j, a in enumerate(kept)]
+        terms += [f"r{j} * {text.size(view.strides[a])}" for j, a in enumerate(axes)]
+        pointer = text.pointer(view, writes=False)
+        t = C_TYPES[node.dtype]
+        acc = ("double" if node.dtype in ("float32", "float64") else "long long") if node.op == "sum" else t
+        count = text.size(Size.of(red_shape))
+        element = f"{pointer}[{' + '.join(terms) or '0'}]"
+        inner = loop[len(kept):]
+        head = loop[:len(kept)]
+        if node.op == "sum":
+            head.append(f"{acc} acc = 0;")
+            update = f"acc += ({acc}){element};"
+            start = "0"
+        else:  # max, NaN-propagating like NumPy's
+            first = " + ".join(f"i{j} * {text.size(view.strides[a])}" for j, a in enumerate(kept)) or "0"
+            head.append(f"{acc} acc = {pointer}[{first}];")
+            # NaN wins, as in NumPy: the sum of a NaN and anything is NaN.
+            update = f"const {t} x = {element}; acc = (acc != acc || x != x) ? (acc + x) : (x > acc ? x : acc);"
+            start = "1"
+        body = head + [f"for (long long r = {start}; r < {count}; r++) {{"] + ["    " + line for line in inner]
+        body += [f"    {update}", "}", f"{text.pointer(out, writes=True)}[i] = ({t})acc;"]
+        self.add_kernel(text, body, Size.of(kept_shape), (node,), self.comment(node))
+
+    def _sum_by_gemm(self, x: View, axes: tuple, node: Node) -> bool:
+        """A sum over leading or trailing axes of a contiguous float array, as a GEMM against ones."""
+        ndim = len(x.shape)
+        if node.dtype not in ("float32", "float64") or not x.contiguous or not axes:
+            return False
+        summed = Size.of([x.shape[a] for a in axes])
+        kept = Size.of([x.shape[a] for a in range(ndim) if a not in axes])
+        if summed.static and summed.const < GEMM_SUM_MIN:
+            return False
+        leading = axes == tuple(range(len(axes)))
+        trailing = axes == tuple(range(ndim - len(axes), ndim))
+        if not (leading or trailing):
+            return False
+        name = self.region(f"ones:{node.dtype}:{summed}", summed, node.dtype, "ones")
+        self.ones[name] = summed
+        summed_shape = tuple(x.shape[a] for a in axes)
+        ones = View(name, 0, summed_shape, row_major_strides(summed_shape), node.dtype)
+        out, one, note = self.view(node), Size(), self.comment(node) + "  (a GEMM against ones)"
+        if leading:  # out[1, kept] = ones[1, summed] · x[summed, kept]
+            gemm = Gemm(False, False, kept, one, summed, x, kept, ones, summed, out, kept, node.dtype, (node,), note)
+        else:        # out[kept, 1] = x[kept, summed] · ones[summed, 1]
+            gemm = Gemm(False, False, one, kept, summed, ones, one, x, summed, out, one, node.dtype, (node,), note)
+        self.steps.append(gemm)
+        return True
+
+    def one_hot(self, node: Node) -> None:
+        text = self.new_kernel("one_hot")
+        labels = self.view(node.inputs[0])
+        depth = node.attrs["depth"]
+        index, used = offset(labels, labels.shape, text, "l")
+        loop = [f"const long long l = i / {depth};", f"const long long j = i % {depth};"]
+        loop += axis_indices(labels.shape, used, text, "l")
+        t = C_TYPES[node.dtype]
+        loop.append(f"{text.pointer(self.view(node), writes=True)}[i] = "
+                    f"({t})({text.pointer(labels, writes=False)}[{index}] == j);")
+        self.add_kernel(text, loop, Size.of(node.shape), (node,), self.comment(node))
+
+    def random(self, node: Node) -> None:
+        if not self.rng:
+            self.rng = self.region("rng", Size(), "uint64", "rng")
+        key = self.random_ops
+        self.random_ops += 1
+        text = self.new_kernel(node.op)
+        counter = text.pointer(self.whole(self.rng, ()), writes=False)
+        out = text.pointer(self.view(node), writes=True)
+        double = node.dtype == "float64"
+        loop = [f"uint32_t c[4] = {{(uint32_t)i, (uint32_t)((unsigned long long)i >> 32), "
+                f"(uint32_t){counter}[0], (uint32_t)({counter}[0] >> 32)}};",
+                f"graphc_philox(c, {key}u, 0x5eedu);"]
+        if double:
+            unit = "* 1.1102230246251565e-16"
+            loop += [f"const double u1 = ((double)((((uint64_t)c[0]) << 21) ^ (c[1] >> 11)) + 1.0) {unit};",
+                     f"const double u2 = (double)((((uint64_t)c[2]) << 21) ^ (c[3] >> 11)) {unit};"]
+            log, sqrt, cos, two_pi, t = "log", "sqrt", "cos", "6.283185307179586", "double"
+        else:
+            loop += ["const float u1 = ((float)(c[0] >> 8) + 1.0f) * 5.9604645e-08f;",
+                     "const float u2 = (float)(c[1] >> 8) * 5.9604645e-08f;"]
+            log, sqrt, cos, two_pi, t = "logf", "sqrtf", "cosf", "6.2831855f", "float"
+        if node.op == "uniform":
+            loop.append(f"{out}[i] = u2;")
+        else:
+            loop.append(f"{out}[i] = ({t})({sqrt}(-2 * {log}(u1)) * {cos}({two_pi} * u2));")
+        self.add_kernel(text, loop, Size.of(node.shape), (node,), self.comment(node))
+
+    def concat(self, node: Node) -> None:
+        if node in self.plan.arena_views:
+            return
+        target = self.view(node)
+        start = 0
+        for operand in node.inputs:
+            size = int(operand.shape[0])
+            piece = View(target.region, target.offset + start, (size,), (Size(),), node.dtype)
+            value = operand.inputs[0] if operand.op == "reshape" else operand
+            placed = self.plan.place.get(value)
+            computed_there = (isinstance(placed, Piece) and isinstance(placed.base, Buffer)
+                              and f"b{placed.base.index}" == target.region and placed.start == start)
+            if not computed_there:
+                self.copy(piece, operand, f"piece of {self.comment(node)}")
+            start += size
+
+    # ---- the whole step --------------------------------------------------------
+    def emit(self, node: Node) -> None:
+        group = self.group_of.get(node)
+        if group is not None:
+            if node is group.members[-1]:
+                self.group(group)
+            return
+        op = node.op
+        if op in ("input", "param", "state", "constant", "numel") or (op in VIEW_OPS and node not in self.plan.place):
+            return
+        if op in VIEW_OPS:  # a layout op the plan gave a buffer: copy it there
+            self.copy(self._place(node), node.inputs[0] if op == "stop_gradient" else node, self.comment(node))
+            return
+        if node.kind in ELEMENTWISE or op == "cast":
+            self.elementwise([node], list(dict.fromkeys(node.inputs)), [node], node.shape, op, self.comment(node))
+        elif op in ("sum", "max"):
+            self.reduce(node)
+        elif op == "matmul":
+            self.matmul(node)
+        elif op == "concat":
+            self.concat(node)
+        elif op == "one_hot":
+            self.one_hot(node)
+        elif op in ("normal", "uniform"):
+            self.random(node)
+        else:
+            raise NotImplementedError(f"the CUDA backend has no lowering for {op}")
+
+    def group(self, group: Group) -> None:
+        ir = " ".join(self.ir_name(m) for m in group.members)
+        self.elementwise(group.members, group.inputs, group.outputs, group.shape, "fused",
+                         f"fused {ir}: {len(group.members)} ops in one kernel")
+
+    def finish(self) -> DeviceProgram:
+        outputs = []
+        for name, node in self.program.outputs.items():
+            view = None if node.op in ("numel",) or node.op == "constant" else self.view(node)
+            if view is None or not view.contiguous or self.regions[view.region].kind in VARIABLE_KINDS:
+                view = self.scratch(node, "out")
+                self.copy(view, node, f"result {name}")
+            outputs.append((name, view))
+        pending = []
+        for var, new in self.program.updates.items():
+            if var in self.plan.in_place_updates:
+                continue
+            source = self.view(new) if new.op not in ("numel", "constant") else None
+            if source is not None and self.regions[source.region].kind in VARIABLE_KINDS:
+                snapshot = self.scratch(new, "old")  # read every old value before writing any
+                self.copy(snapshot, new, f"{var.name}'s new value, before variables change")
+                self.views[new] = snapshot
+            pending.append((var, new))
+        for var, new in pending:
+            self.copy(self.views[var], new, f"{var.name} ← {self.ir_name(new)}")
+        written = sorted({self.views[v].region for v in self.program.updates})
+        if self.rng:
+            self.steps.append(Launch(RNG_ADVANCE, Size(), (self.whole(self.rng, ()),), (), "next random step"))
+        return DeviceProgram(self.program.name, self.regions, self.steps, self.kernels, self.kernel_names,
+                             [(n, f"in:{n.name}") for n in self.inputs], self.variables, self.arenas, outputs,
+                             written, self.constants, self.ones, self.rng)
+
+
+def lower(program: Program, plan: Plan) -> DeviceProgram:
+    lowering = _Lowering(program, plan)
+    for node in plan.schedule:
+        lowering.emit(node)
+    return lowering.finish()
+
+
+def translation_unit(device: DeviceProgram) -> str:
+    """The complete CUDA source of a program, compilable as printed."""
+    return PRELUDE + "\n" + "\n\n".join(device.kernels) + "\n"
+
+
+__all__ = ["lower", "translation_unit", "kernel_ops", "BLOCK"]

@@ -1,0 +1,148 @@
+"""The GPU program, run on the CPU: the check of its semantics on machines without a GPU.
+
+The emulator executes the very :class:`DeviceProgram` the GPU runs: the same
+arena layout, launches, GEMM calls (with cuBLAS's column-major conventions and
+transpose flags) and copies.  Only the kernels are compiled by the host C++
+compiler instead of NVRTC, through a small shim header that makes ``blockIdx``,
+``threadIdx``, ``blockDim`` and ``gridDim`` ordinary variables; each launch
+loops over every block and thread of its grid.  That is faithful for kernels
+whose threads never wait for each other, which is how the code generator
+writes all of them (no shared memory, barriers or warp shuffles).
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Callable, Mapping, Optional, Sequence
+
+import numpy as np
+
+from graphc.backends.c_kernels import _cache_dir
+from graphc.backends.cuda.program import ITEM_BYTES, Gemm
+from graphc.errors import GraphcError
+
+SHIM = r"""// CUDA built-ins as host variables: a launch sets them and calls the kernel once per thread.
+#include <stdint.h>
+#include <math.h>
+struct graphc_dim3 { unsigned int x, y, z; };
+static graphc_dim3 blockIdx, threadIdx, blockDim, gridDim;
+#define __global__
+#define __device__
+"""
+FLAGS = ["-O2", "-fno-math-errno", "-ffp-contract=off", "-shared", "-fPIC", "-x", "c++"]
+_SIGNATURE = re.compile(r'extern "C" __global__ void (\w+)\(([^)]*)\)')
+
+
+def host_compiler() -> Optional[str]:
+    return shutil.which(os.environ.get("CXX", "g++")) or shutil.which("c++")
+
+
+def launchers(translation_unit: str) -> str:
+    """For each kernel, ``launch_<name>(blocks, threads, args)``: args points at each parameter's value,
+    as cuLaunchKernel takes them."""
+    out = []
+    for name, params in _SIGNATURE.findall(translation_unit):
+        types = [re.sub(r"\s*\w+$", "", p.strip()) for p in params.split(",") if p.strip()]
+        values = ", ".join(f"*({t} *)args[{k}]" for k, t in enumerate(types))
+        out.append(f'extern "C" void launch_{name}(unsigned int blocks, unsigned int threads, void **args) {{\n'
+                   f"    gridDim.x = blocks; blockDim.x = threads; gridDim.y = gridDim.z = blockDim.y = blockDim.z = 1;\n"
+                   f"    for (unsigned int b = 0; b < blocks; b++)\n"
+                   f"        for (unsigned int t = 0; t < threads; t++) {{\n"
+                   f"            blockIdx.x = b; threadIdx.x = t;\n"
+                   f"            {name}({values});\n"
+                   f"        }}\n}}")
+    return "\n\n".join(out)
+
+
+def build(translation_unit: str) -> ctypes.CDLL:
+    """Compile the translation unit and its launchers for the host (cached on disk by source)."""
+    cxx = host_compiler()
+    if cxx is None:
+        raise GraphcError("the CUDA emulator needs a C++ compiler (g++); install one or set CXX")
+    source = SHIM + translation_unit + "\n" + launchers(translation_unit) + "\n"
+    tag = hashlib.sha256("\0".join([re.sub(r"//[^\n]*", "", source), cxx, *FLAGS]).encode()).hexdigest()[:24]
+    library = _cache_dir() / f"emu{tag}.so"
+    if not library.exists():
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "program.cpp"
+            path.write_text(source)
+            built = Path(tmp) / "program.so"
+            result = subprocess.run([cxx, *FLAGS, "-o", str(built), str(path), "-lm"], capture_output=True,
+                                    text=True)
+            if result.returncode != 0:
+                raise GraphcError(f"the emulator could not compile the CUDA program: {result.stderr.strip()[:2000]}")
+            staged = library.with_suffix(f".{os.getpid()}.tmp")
+            shutil.copyfile(built, staged)
+            os.replace(staged, library)
+    return ctypes.CDLL(str(library))
+
+
+class EmulatedDevice:
+    """Device memory is one NumPy byte array; kernels are host functions; a capture is a list of calls."""
+
+    def __init__(self, translation_unit: str):
+        self.library = build(translation_unit)
+        self.memory = np.empty(0, np.uint8)
+
+    def allocate(self, nbytes: int) -> int:
+        self.memory = np.zeros(nbytes, np.uint8)
+        return self.memory.ctypes.data
+
+    def upload(self, address: int, host: np.ndarray) -> None:
+        ctypes.memmove(address, host.ctypes.data, host.nbytes)
+
+    def download(self, host: np.ndarray, address: int) -> None:
+        ctypes.memmove(host.ctypes.data, address, host.nbytes)
+
+    def launch(self, kernel: str, blocks: int, threads: int, args: Sequence[tuple[str, int]]) -> Callable[[], None]:
+        values = [ctypes.c_void_p(v) if kind == "pointer" else ctypes.c_longlong(v) for kind, v in args]
+        table = (ctypes.c_void_p * max(len(values), 1))(*[ctypes.addressof(v) for v in values])
+        fn = getattr(self.library, f"launch_{kernel}")
+        fn.argtypes = [ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p]
+        fn.restype = None
+
+        def call() -> None:
+            fn(blocks, threads, table)
+        call.keep = (values, table)  # type: ignore[attr-defined]
+        return call
+
+    def matrix(self, address: int, rows: int, cols: int, ld: int, dtype: str) -> np.ndarray:
+        """A column-major rows×cols matrix with leading dimension ld, as cuBLAS reads it."""
+        item = ITEM_BYTES[dtype]
+        start = address - self.memory.ctypes.data
+        extent = ((rows - 1) + (cols - 1) * ld + 1) * item if rows and cols else 0
+        return np.ndarray((rows, cols), dtype, buffer=self.memory[start:start + extent].data if extent else None,
+                          strides=(item, ld * item))
+
+    def gemm(self, step: Gemm, a: int, b: int, c: int, sizes: Mapping[str, int]) -> Callable[[], None]:
+        m, n, k = (s.resolve(sizes) for s in (step.m, step.n, step.k))
+        lda, ldb, ldc = (s.resolve(sizes) for s in (step.lda, step.ldb, step.ldc))
+        if min(lda, ldb, ldc) < 1 or ldc < m or lda < (k if step.trans_a else m) or ldb < (n if step.trans_b else k):
+            raise AssertionError(f"invalid leading dimensions in {step}")
+        stored_a = self.matrix(a, k, m, lda, step.dtype) if step.trans_a else self.matrix(a, m, k, lda, step.dtype)
+        stored_b = self.matrix(b, n, k, ldb, step.dtype) if step.trans_b else self.matrix(b, k, n, ldb, step.dtype)
+        op_a = stored_a.T if step.trans_a else stored_a
+        op_b = stored_b.T if step.trans_b else stored_b
+        out = self.matrix(c, m, n, ldc, step.dtype)
+
+        def call() -> None:
+            out[...] = op_a @ op_b
+        return call
+
+    def copy(self, dst: int, src: int, nbytes: int) -> Callable[[], None]:
+        return lambda: ctypes.memmove(dst, src, nbytes)
+
+    def capture(self, calls: list[Callable[[], None]]) -> Callable[[], None]:
+        def replay() -> None:
+            for call in calls:
+                call()
+        return replay
+
+    def synchronize(self) -> None:
+        pass

@@ -1,0 +1,125 @@
+"""CUDA kernel source: the translation unit's prelude and the kernel skeletons.
+
+Every kernel is a grid-stride loop over its output elements with no shared
+memory, no barriers and no warp shuffles: each element (or each reduced
+output) is computed by one thread from global memory alone.  That is what lets
+the CPU emulator run a kernel by looping over ``blockIdx`` and ``threadIdx``
+(see :mod:`graphc.backends.cuda.emulator`), and for this project's shapes the
+work that matters (the GEMMs) is in cuBLAS anyway.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from graphc.backends.cuda.program import C_TYPES, Size, Symbol, View, symbol_param
+from graphc.ir.shapes import Shape
+
+BLOCK = 256
+MAX_BLOCKS = 4096  # the grid-stride loop covers the rest
+
+# int32_t and friends come from <stdint.h> under nvcc and the host compiler; NVRTC (CuPy's
+# compiler) has no standard headers, so they are defined here.
+PRELUDE = r"""// graphc CUDA translation unit
+#if defined(__CUDACC_RTC__)
+typedef int int32_t;
+typedef long long int64_t;
+typedef unsigned int uint32_t;
+typedef unsigned long long uint64_t;
+#else
+#include <stdint.h>
+#include <math.h>
+#endif
+
+// Philox4x32-10 (Salmon et al., SC'11): a counter-based generator, so a random op is a pure
+// function of (element, step, op) and a captured CUDA graph draws fresh numbers each replay.
+__device__ inline void graphc_philox(uint32_t c[4], uint32_t k0, uint32_t k1) {
+    for (int round = 0; round < 10; round++) {
+        const uint64_t p0 = (uint64_t)0xD2511F53u * c[0];
+        const uint64_t p1 = (uint64_t)0xCD9E8D57u * c[2];
+        const uint32_t n0 = (uint32_t)(p1 >> 32) ^ c[1] ^ k0;
+        const uint32_t n2 = (uint32_t)(p0 >> 32) ^ c[3] ^ k1;
+        c[1] = (uint32_t)p1;
+        c[3] = (uint32_t)p0;
+        c[0] = n0;
+        c[2] = n2;
+        k0 += 0x9E3779B9u;
+        k1 += 0xBB67AE85u;
+    }
+}
+
+extern "C" __global__ void graphc_rng_advance(uint64_t *counter) {
+    if (blockIdx.x == 0 && threadIdx.x == 0) counter[0] += 1;
+}
+"""
+
+RNG_ADVANCE = "graphc_rng_advance"
+
+
+@dataclass
+class KernelText:
+    """One kernel being written: its pointer parameters (one per distinct place) and symbolic sizes."""
+    name: str
+    views: list[View] = field(default_factory=list)
+    pointers: dict[tuple, str] = field(default_factory=dict)
+    written: set[str] = field(default_factory=set)
+    symbols: set[str] = field(default_factory=set)
+
+    def pointer(self, view: View, writes: bool) -> str:
+        """The parameter pointing at ``view``'s first element."""
+        key = (view.region, view.offset, view.dtype)
+        name = self.pointers.get(key)
+        if name is None:
+            name = f"p{len(self.pointers)}"
+            self.pointers[key] = name
+            self.views.append(view)
+        if writes:
+            self.written.add(name)
+        return name
+
+    def size(self, size: Size) -> str:
+        self.symbols.update(size.symbols)
+        return size.c()
+
+    def source(self, loop: Sequence[str], comment: str = "") -> str:
+        """The kernel: ``loop`` runs once for each i in [0, n)."""
+        params = ["const long long n"] + [f"const long long {symbol_param(s)}" for s in sorted(self.symbols)]
+        for view, name in zip(self.views, self.pointers.values()):
+            const = "" if name in self.written else "const "
+            params.append(f"{const}{C_TYPES[view.dtype]} *{name}")
+        head = f'extern "C" __global__ void {self.name}({", ".join(params)})'
+        lines = ([f"// {comment}"] if comment else []) + [head + " {",
+                 "    const long long stride = (long long)blockDim.x * gridDim.x;",
+                 "    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {"]
+        lines += ["        " + line for line in loop]
+        lines += ["    }", "}"]
+        return "\n".join(lines)
+
+    def launch_args(self, count: Size) -> tuple:
+        return (count, *(Symbol(s) for s in sorted(self.symbols)), *self.views)
+
+
+def axis_indices(shape: Shape, used: set[int], text: KernelText, flat: str = "i") -> list[str]:
+    """Lines defining ``{flat}{a}`` for each axis a in ``used``, from the flat row-major index."""
+    lines = []
+    for a in sorted(used):
+        inner = Size.of(shape[a + 1:])
+        divided = flat if inner == Size() else f"({flat} / {text.size(inner)})"
+        extent = f" % {text.size(Size.of([shape[a]]))}" if a > 0 else ""
+        lines.append(f"const long long {flat}{a} = {divided}{extent};")
+    return lines
+
+
+def offset(view: View, loop_shape: Shape, text: KernelText, flat: str = "i") -> tuple[str, set[int]]:
+    """The element offset of ``view`` (broadcast against the loop shape) at the loop's index,
+    and the loop axes that offset needs."""
+    if view.contiguous and tuple(view.shape) == tuple(loop_shape):
+        return flat, set()
+    lead = len(loop_shape) - len(view.shape)
+    terms, used = [], set()
+    for a, (dim, stride) in enumerate(zip(view.shape, view.strides)):
+        if dim == 1 or stride == Size(0):
+            continue
+        used.add(lead + a)
+        terms.append(f"{flat}{lead + a}" + ("" if stride == Size() else f" * {text.size(stride)}"))
+    return (" + ".join(terms) or "0"), used
