@@ -139,10 +139,15 @@ class CompiledStep:
         ``forward`` the model as built; ``grad`` the gradients after optimization
         (what the step computes); ``autodiff`` the gradients as reverse mode first
         wrote them; ``step`` the whole optimized program, updates included;
-        ``source`` the generated code; ``equations`` backprop in the course's notation.
+        ``source`` the generated code (for the CUDA backend, the host schedule of
+        launches, GEMMs and copies); ``kernels`` the generated kernel source (C
+        loops, or the CUDA translation unit); ``equations`` backprop in the
+        course's notation.
         """
         if view == "source":
             return self.source
+        if view == "kernels":
+            return self.generated.kernels or "(no kernels: nothing was fused)"
         if view == "equations":
             return equations_text(self.program)
         if view == "step":
@@ -165,7 +170,7 @@ class CompiledStep:
             return dict((self.program if view == "grad" else self.source_program).grads)
         if view == "step":
             return self.program.shown()
-        raise ValueError(f"unknown view {view!r}: choose forward, grad, autodiff, step, source or equations")
+        raise ValueError(f"unknown view {view!r}: choose forward, grad, autodiff, step, source, kernels or equations")
 
     def draw(self, view: str = "grad", collapse: Collapse = ()) -> "graphviz.Digraph":
         """A view as a Graphviz drawing (shown as a picture in Jupyter); see :func:`graphc.ir.dot.draw`."""

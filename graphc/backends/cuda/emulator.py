@@ -24,6 +24,7 @@ from typing import Callable, Mapping, Optional, Sequence
 import numpy as np
 
 from graphc.backends.c_kernels import _cache_dir
+from graphc.backends.cuda.kernels import PRELUDE
 from graphc.backends.cuda.program import ITEM_BYTES, Gemm
 from graphc.errors import GraphcError
 
@@ -60,8 +61,27 @@ def launchers(translation_unit: str) -> str:
     return "\n\n".join(out)
 
 
+_loaded: dict[str, ctypes.CDLL] = {}  # translation unit → a library holding its kernels
+
+
+def preload(translation_units: Sequence[str]) -> None:
+    """Compile the kernels of many programs as one library (one compiler run instead of one each);
+    programs bound later find their kernels there.  Kernel names must differ between the programs."""
+    bodies = [tu.split(PRELUDE, 1)[1] if PRELUDE in tu else tu for tu in translation_units]
+    library = _compile(PRELUDE + "\n".join(bodies))
+    for tu in translation_units:
+        _loaded[tu] = library
+
+
 def build(translation_unit: str) -> ctypes.CDLL:
-    """Compile the translation unit and its launchers for the host (cached on disk by source)."""
+    """The host library of a translation unit and its launchers (compiled once, cached on disk by source)."""
+    library = _loaded.get(translation_unit)
+    if library is None:
+        library = _loaded[translation_unit] = _compile(translation_unit)
+    return library
+
+
+def _compile(translation_unit: str) -> ctypes.CDLL:
     cxx = host_compiler()
     if cxx is None:
         raise GraphcError("the CUDA emulator needs a C++ compiler (g++); install one or set CXX")

@@ -1,0 +1,179 @@
+"""The CUDA program's meaning, checked on the CPU by the emulator against the NumPy backend.
+
+The emulator runs the very program the GPU runs (its launches, cuBLAS GEMM flags,
+copies and arena layout); only the kernels are compiled for the host.  Random
+graphs have every node as an output, so every kernel, view and GEMM mapping is
+compared; the MLP trains 200 steps on both backends.  Each Hypothesis example
+draws several graphs and compiles their kernels as one library, which keeps the
+C++ compiler runs few.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import graphc as gc
+from graphc import nn, optim
+from graphc.backends.cuda import emulator
+from graphc.backends.cuda.kernels import PRELUDE
+from graphc.errors import GraphcError
+from graphc.testing.strategies import RandomGraph, graphs
+
+pytestmark = pytest.mark.skipif(emulator.host_compiler() is None, reason="no C++ compiler for the emulator")
+
+GRAPHS_PER_EXAMPLE = 6
+EXAMPLES = 4
+RTOL_F64 = 1e-9      # libm and NumPy may differ in a transcendental's last bit; sums run in another order
+RTOL_F32 = 2e-4      # float32 after 200 training steps
+
+
+def assert_close(actual: Sequence[object], expected: Sequence[object], rtol: float, atol: float = 0.0) -> None:
+    assert len(actual) == len(expected)
+    for i, (value, reference) in enumerate(zip(actual, expected)):
+        value, reference = np.asarray(value), np.asarray(reference)
+        assert (value.shape, value.dtype) == (reference.shape, reference.dtype), f"output {i}"
+        if reference.dtype.kind == "f":
+            np.testing.assert_allclose(value, reference, rtol=rtol, atol=atol, equal_nan=True, err_msg=f"output {i}")
+        else:
+            np.testing.assert_array_equal(value, reference, err_msg=f"output {i}")
+
+
+@pytest.mark.parametrize("passes", [True, False], ids=["planned", "unplanned"])
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(batch=st.lists(graphs(), min_size=GRAPHS_PER_EXAMPLE, max_size=GRAPHS_PER_EXAMPLE))
+def test_emulated_random_graphs_agree_with_the_numpy_backend(passes: bool, batch: list[RandomGraph]) -> None:
+    pairs = []
+    for i, graph in enumerate(batch):
+        outputs = [graph.output, *graph.nodes]
+        cuda = gc.compile(outputs, backend="cuda-emulator", passes=passes, name=f"g{i}")
+        pairs.append((cuda, gc.compile(outputs, passes=passes), graph))
+    emulator.preload([cuda.generated.kernels for cuda, _, _ in pairs])
+    for cuda, reference, graph in pairs:
+        assert_close(cuda(**graph.values), reference(**graph.values), RTOL_F64, atol=1e-12)
+
+
+def _mlp_step(backend: str, batch_norm: bool = False) -> tuple:
+    x = gc.input("x", (None, 784))
+    y = gc.input("y", (None,), dtype="int32")
+    layers = [nn.Dense(256, init="he"), nn.relu, nn.Dense(128, init="he"), nn.relu, nn.Dense(10, init="he")]
+    if batch_norm:
+        layers.insert(1, nn.BatchNorm())
+    net = nn.Sequential(*layers)
+    loss = gc.softmax_cross_entropy(net(x), y)
+    # Before batch norm, a bias's gradient is rounding noise that Adam would scale up to full
+    # steps, different on each backend; plain SGD keeps that noise as small as it is.
+    optimizer = optim.SGD(0.05) if batch_norm else optim.Adam(1e-3)
+    step = gc.compile(loss, optimizer=optimizer, backend=backend)
+    predict = gc.compile(net(x, training=False), state=step.state, backend=backend)
+    return step, predict
+
+
+def _teacher_batches(steps: int, batch: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Inputs and the labels a fixed random linear teacher gives them: a task the MLP can learn."""
+    rng = np.random.default_rng(7)
+    teacher = rng.standard_normal((784, 10)).astype(np.float32)
+    out = []
+    for _ in range(steps):
+        x = rng.standard_normal((batch, 784)).astype(np.float32)
+        out.append((x, np.argmax(x @ teacher, axis=1).astype(np.int32)))
+    return out
+
+
+def test_mlp_trains_200_steps_like_the_numpy_backend() -> None:
+    batches = _teacher_batches(200, 32)
+    (cuda, cuda_predict), (numpy_step, numpy_predict) = _mlp_step("cuda-emulator"), _mlp_step("numpy")
+    cuda_losses = [float(cuda(x=x, y=y)) for x, y in batches]
+    numpy_losses = [float(numpy_step(x=x, y=y)) for x, y in batches]
+    assert numpy_losses[-1] < 0.5 * numpy_losses[0]  # it learned something: the comparison is not of noise
+    np.testing.assert_allclose(cuda_losses, numpy_losses, rtol=RTOL_F32, atol=1e-5)
+    for name, value in numpy_step.state.values.items():
+        np.testing.assert_allclose(cuda.state.values[name], value, rtol=RTOL_F32, atol=1e-5, err_msg=name)
+    x = batches[0][0]
+    np.testing.assert_allclose(cuda_predict(x=x), numpy_predict(x=x), rtol=RTOL_F32, atol=1e-4)
+
+
+def test_batch_norm_statistics_and_a_shared_inference_step() -> None:
+    """Running statistics are variables the step updates; the inference step must see the newest."""
+    batches = _teacher_batches(20, 16)
+    (cuda, cuda_predict), (numpy_step, numpy_predict) = _mlp_step("cuda-emulator", True), _mlp_step("numpy", True)
+    for x, y in batches:
+        np.testing.assert_allclose(cuda(x=x, y=y), numpy_step(x=x, y=y), rtol=RTOL_F32)
+        np.testing.assert_allclose(cuda_predict(x=x), numpy_predict(x=x), rtol=RTOL_F32, atol=1e-4)
+    for name, value in numpy_step.state.values.items():
+        np.testing.assert_allclose(cuda.state.values[name], value, rtol=RTOL_F32, atol=1e-5, err_msg=name)
+
+
+def test_a_loaded_checkpoint_reaches_the_device() -> None:
+    """Values written into the store between steps (a checkpoint load) replace the device's copies."""
+    cuda, _ = _mlp_step("cuda-emulator")
+    x, y = _teacher_batches(1, 8)[0]
+    cuda(x=x, y=y)
+    first = {name: value.copy() for name, value in cuda.state.values.items()}
+    cuda(x=x, y=y)
+    cuda.state.load(first)
+    again = cuda(x=x, y=y)
+    fresh, _ = _mlp_step("cuda-emulator")
+    fresh.state.load(first)
+    assert float(again) == float(fresh(x=x, y=y))
+
+
+# ---------------------------------------------------------------- random numbers
+
+def test_philox_matches_the_published_known_answers() -> None:
+    """Random123's known-answer vectors for Philox4x32-10."""
+    kernel = PRELUDE + r'''
+extern "C" __global__ void kat(const long long n, const uint32_t *in, uint32_t *out) {
+    uint32_t c[4] = {in[0], in[1], in[2], in[3]};
+    graphc_philox(c, in[4], in[5]);
+    for (int k = 0; k < 4; k++) out[k] = c[k];
+}
+'''
+    library = emulator.build(kernel)
+    launch = library.launch_kat
+    cases = [([0, 0, 0, 0, 0, 0], [0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8]),
+             ([0xFFFFFFFF] * 6, [0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD]),
+             ([0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344, 0xA4093822, 0x299F31D0],
+              [0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1])]
+    import ctypes
+    for given_words, expected in cases:
+        given_array = np.array(given_words, np.uint32)
+        out = np.zeros(4, np.uint32)
+        values = [ctypes.c_longlong(1), ctypes.c_void_p(given_array.ctypes.data), ctypes.c_void_p(out.ctypes.data)]
+        table = (ctypes.c_void_p * 3)(*[ctypes.addressof(v) for v in values])
+        launch(ctypes.c_uint(1), ctypes.c_uint(1), table)
+        assert out.tolist() == expected
+
+
+def test_noise_is_fresh_each_step_and_follows_its_distribution() -> None:
+    x = gc.input("x", (4096, 4))
+    draws = gc.compile({"normal": x + gc.normal((4096, 4)), "uniform": gc.uniform((4096, 4))},
+                       backend="cuda-emulator")
+    zeros = np.zeros((4096, 4), np.float32)
+    first, second = draws(x=zeros), draws(x=zeros)
+    assert not np.array_equal(first["normal"], second["normal"])
+    assert not np.array_equal(first["uniform"], second["uniform"])
+    for sample in (first, second):
+        assert abs(sample["normal"].mean()) < 0.05 and abs(sample["normal"].std() - 1) < 0.05
+        assert sample["uniform"].min() >= 0 and sample["uniform"].max() < 1
+        assert abs(sample["uniform"].mean() - 0.5) < 0.02
+
+
+# ---------------------------------------------------------------- without a GPU
+
+def test_cupy_backend_fails_clearly_without_a_gpu() -> None:
+    try:
+        import cupy
+        has_device = cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:
+        has_device = False
+    if has_device:
+        pytest.skip("a CUDA device is present")
+    x = gc.input("x", (None, 3))
+    step = gc.compile(gc.relu(x), backend="cupy")
+    assert "extern \"C\" __global__" in step.show("kernels")
+    with pytest.raises(GraphcError, match="cupy backend (needs CuPy|found no CUDA device)"):
+        step(x=np.ones((2, 3), np.float32))
