@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, NoReturn, Optional, Sequence
 
-from graphc import optim
+from graphc import backends, optim
 from graphc.errors import GraphcError
 from graphc.explain.equations import equations_text
 from graphc.ir.render import render
@@ -64,7 +64,7 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     _add_model_file(parser)
     parser.add_argument("--dataset", choices=tuple(DATASETS), default="fashion-mnist")
     parser.add_argument("--data", metavar="DIR", help="folder holding the data set's four IDX files")
-    parser.add_argument("--backend", choices=("numpy",), help="code generator (default numpy)")
+    _add_backend(parser)
     _add_optimizer_options(parser)
     parser.add_argument("--lr-decay", type=float, help="multiply the learning rate by this after each epoch")
     parser.add_argument("--batch-size", type=int, help="examples per step (default 128)")
@@ -88,12 +88,20 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
                              "(slow; also GRAPHC_DEBUG_NANS=1)")
 
 
+def _add_backend(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", choices=backends.NAMES,
+                        help="code generator: numpy (default), cupy (a CUDA GPU), or cuda-emulator "
+                             "(the CUDA program run on the CPU)")
+
+
 def _add_show_arguments(parser: argparse.ArgumentParser) -> None:
     _add_model_file(parser)
     _add_optimizer_options(parser)
-    parser.add_argument("--view", choices=SHOW_VIEWS + ("autodiff", "equations", "all"),
+    _add_backend(parser)
+    parser.add_argument("--view", choices=SHOW_VIEWS + ("autodiff", "equations", "kernels", "all"),
                         help="which view to print, or to draw with --render (default: print all; "
-                             "none with --passes or --render, which draws grad)")
+                             "none with --passes or --render, which draws grad); kernels: the "
+                             "generated kernel source (for --backend cupy, the CUDA translation unit)")
     parser.add_argument("--format", choices=("text", "latex"), default="text",
                         help="how --view equations is written (default text, in Unicode)")
     parser.add_argument("--render", metavar="FILE",
@@ -122,6 +130,7 @@ def _trainer_options(args: argparse.Namespace) -> dict[str, Any]:
 def run_train(args: argparse.Namespace) -> int:
     model_file = load_model_file(args.model_file)
     config = TrainConfig.from_options(model_file.defaults, _trainer_options(args))
+    backends.get(config.backend).array_module()  # no GPU or no CuPy: say so before loading data
     out_dir = _out_dir(args.out, model_file.name)
     data = load_splits(args.dataset, args.data, config.val_fraction, config.seed, args.limit)
     trainer = Trainer(model_file.model, data, config, out_dir, loss=model_file.loss)
@@ -155,8 +164,11 @@ def run_show(args: argparse.Namespace) -> int:
     if args.passes:
         _print_passes(step)
     for view in views:
-        print(f"==== {view} ====")
         text = equations_text(step.program, tex=args.format == "latex") if view == "equations" else step.show(view)
+        if len(views) == 1:  # one view prints bare, so it can be piped into a file (a .cu file compiles)
+            print(text.rstrip("\n"))
+            continue
+        print(f"==== {view} ====")
         print(text.rstrip("\n"))
         print()
     if args.render:

@@ -55,7 +55,8 @@ def build_step(model_file: ModelFile, config: TrainConfig, input_shape: Optional
         x = ops.input("x", (None,) + (input_shape or FASHION_MNIST_SHAPE), "float32")
         loss = _loss_with_fitting_targets(model_file, model_output(model_file.model, x, training=True))
         examples = FASHION_MNIST_TRAIN - int(FASHION_MNIST_TRAIN * config.val_fraction)
-    return compile_graph(loss, make_optimizer(config, math.ceil(examples / config.batch_size)))
+    return compile_graph(loss, make_optimizer(config, math.ceil(examples / config.batch_size)),
+                         backend=config.backend)
 
 
 def _loss_with_fitting_targets(model_file: ModelFile, output: Node) -> Node:
