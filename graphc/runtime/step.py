@@ -65,26 +65,47 @@ class CompiledStep:
         Named feeds may hold more arrays than the function reads (a whole batch
         given to an inference function that only needs ``x``): those are ignored.
         """
-        if feeds:
-            try:
-                args = tuple(feeds[name] for name in self._input_names)
-            except KeyError as exc:
-                raise FeedError(f"{self.program.name}: no value given for input '{exc.args[0]}'; "
-                                f"it takes {', '.join(self._input_names)}") from None
+        args = self._ordered(args, feeds)
+        with self._lock:
+            values = self._function(args)(*args[:self._read])  # the rest were fed for their sizes
+            if self.program.updates:
+                self.state.generation += 1
+            return self._shape_result(values)
+
+    def launch(self, *args: Any, **feeds: Any) -> None:
+        """Start a step without waiting for it or fetching its results.
+
+        On a GPU this leaves out the per-step copy of the loss and the variables
+        to the host: steps queue on the device, and the store's host values are
+        stale until the next ordinary call, which fetches them.  On the CPU it
+        is an ordinary call whose results are dropped.
+        """
+        args = self._ordered(args, feeds)
+        with self._lock:
+            fn = self._function(args)
+            getattr(fn, "launch", fn)(*args[:self._read])
+            if self.program.updates:
+                self.state.generation += 1
+
+    def _ordered(self, args: tuple, feeds: dict[str, Any]) -> tuple:
+        if not feeds:
+            return args
+        try:
+            return tuple(feeds[name] for name in self._input_names)
+        except KeyError as exc:
+            raise FeedError(f"{self.program.name}: no value given for input '{exc.args[0]}'; "
+                            f"it takes {', '.join(self._input_names)}") from None
+
+    def _function(self, args: tuple) -> Callable[..., tuple]:
+        """The step function this thread bound for these inputs' shapes (binding it if new)."""
         try:
             key = tuple((a.shape, a.dtype) for a in args)
         except AttributeError:
             key = None
-        with self._lock:
-            local = self._local
-            bound = local.bound if getattr(local, "version", -1) == self.state.version else None
-            fn = bound.get(key) if bound is not None else None  # type: ignore[arg-type]
-            if fn is None:
-                fn = self._bind(args, key)
-            values = fn(*args[:self._read])  # the rest were fed for their sizes
-            if self.program.updates:
-                self.state.generation += 1
-            return self._shape_result(values)
+        local = self._local
+        bound = local.bound if getattr(local, "version", -1) == self.state.version else None
+        fn = bound.get(key) if bound is not None else None  # type: ignore[arg-type]
+        return fn if fn is not None else self._bind(args, key)
 
     run = __call__
 

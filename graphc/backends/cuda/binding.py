@@ -23,6 +23,7 @@ ALIGN = 256  # bytes: every region starts on a boundary cuBLAS and vector loads 
 class Device(Protocol):
     def allocate(self, nbytes: int) -> int: ...                       # returns the arena's base address
     def upload(self, address: int, host: np.ndarray) -> None: ...
+    def copy_in(self, address: int, array: Any) -> None: ...               # from an array on the device
     def download(self, host: np.ndarray, address: int) -> None: ...
     def launch(self, kernel: str, blocks: int, threads: int, args: Sequence[tuple[str, int]]) -> Callable[[], None]: ...
     def gemm(self, step: Gemm, a: int, b: int, c: int, sizes: Mapping[str, int]) -> Callable[[], None]: ...
@@ -107,7 +108,10 @@ class DeviceStep:
         """Copy the inputs in and run the step, without waiting for it."""
         self._sync_variables_in()
         for (_, region), value in zip(self.program.inputs, inputs):
-            self.device.upload(self.region(region), np.ascontiguousarray(value))
+            if hasattr(value, "__cuda_array_interface__"):  # already on the device: a device copy
+                self.device.copy_in(self.region(region), value)
+            else:
+                self.device.upload(self.region(region), np.ascontiguousarray(value))
         if self.replay is None:
             for call in self.calls:  # the first step runs eagerly: it loads kernels, warms cuBLAS
                 call()

@@ -117,6 +117,9 @@ class EmulatedDevice:
     def upload(self, address: int, host: np.ndarray) -> None:
         ctypes.memmove(address, host.ctypes.data, host.nbytes)
 
+    def copy_in(self, address: int, array: object) -> None:
+        raise GraphcError("the CUDA emulator takes NumPy arrays, not arrays on a GPU")
+
     def download(self, host: np.ndarray, address: int) -> None:
         ctypes.memmove(host.ctypes.data, address, host.nbytes)
 

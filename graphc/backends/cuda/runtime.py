@@ -55,6 +55,14 @@ class CupyDevice:
     def upload(self, address: int, host: np.ndarray) -> None:
         self.cp.cuda.runtime.memcpyAsync(address, host.ctypes.data, host.nbytes, H2D, self.stream.ptr)
 
+    def copy_in(self, address: int, array: Any) -> None:
+        """Copy from an array made on another stream: this stream waits for that one first."""
+        array = self.cp.ascontiguousarray(array)
+        ready = self.cp.cuda.Event(disable_timing=True)
+        ready.record(self.cp.cuda.get_current_stream())
+        self.stream.wait_event(ready)
+        self.cp.cuda.runtime.memcpyAsync(address, array.data.ptr, array.nbytes, D2D, self.stream.ptr)
+
     def download(self, host: np.ndarray, address: int) -> None:
         self.cp.cuda.runtime.memcpyAsync(host.ctypes.data, address, host.nbytes, D2H, self.stream.ptr)
 
