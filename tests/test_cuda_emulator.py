@@ -177,3 +177,11 @@ def test_cupy_backend_fails_clearly_without_a_gpu() -> None:
     assert "extern \"C\" __global__" in step.show("kernels")
     with pytest.raises(GraphcError, match="cupy backend (needs CuPy|found no CUDA device)"):
         step(x=np.ones((2, 3), np.float32))
+
+
+def test_a_reshape_of_a_transposed_value_is_copied_into_its_buffer() -> None:
+    """The memory plan gives such a reshape a buffer of its own; the kernel fills it from the strided view."""
+    x = gc.input("x", (3, 4), "float64")
+    outputs = [gc.reshape(gc.transpose(gc.exp(x)), (12,)) * 2.0, gc.reshape(gc.transpose(x), (2, 6))]
+    values = {"x": np.arange(12.0).reshape(3, 4)}
+    assert_close(gc.compile(outputs, backend="cuda-emulator")(**values), gc.evaluate(outputs, values), RTOL_F64)

@@ -379,8 +379,15 @@ class _Lowering:
         op = node.op
         if op in ("input", "param", "state", "constant", "numel") or (op in VIEW_OPS and node not in self.plan.place):
             return
-        if op in VIEW_OPS:  # a layout op the plan gave a buffer: copy it there
-            self.copy(self._place(node), node.inputs[0] if op == "stop_gradient" else node, self.comment(node))
+        if op in VIEW_OPS:  # a layout op the plan gave a buffer of its own: copy the view there
+            place, source = self._place(node), node.inputs[0]
+            if op == "reshape" and not self.view(source).contiguous:  # one kernel, in the source's shape
+                shaped = View(place.region, place.offset, source.shape, row_major_strides(source.shape), node.dtype)
+                self.fill(shaped, source, self.comment(node))
+            else:
+                self.views[node] = self._derived(node)
+                self.copy(place, node, self.comment(node))
+            self.views[node] = place
             return
         if node.kind in ELEMENTWISE or op == "cast":
             self.elementwise([node], list(dict.fromkeys(node.inputs)), [node], node.shape, op, self.comment(node))
