@@ -260,3 +260,33 @@ def zeros_like(x: Node) -> Node:
 
 def ones_like(x: Node) -> Node:
     return broadcast_to(constant(1, x.dtype), x.shape)
+
+
+# ---------------------------------------------------------------- operators on nodes
+# The IR knows nothing of the DSL; the DSL gives nodes their Python operators and
+# methods, so that ``x @ W + b`` builds the same nodes as ``add(matmul(x, W), b)``.
+
+def _reshape_method(self: Node, *shape: Any) -> Node:
+    return reshape(self, shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape)
+
+
+_OPERATORS: dict[str, Any] = {
+    "__add__": lambda a, b: add(a, b), "__radd__": lambda a, b: add(b, a),
+    "__sub__": lambda a, b: sub(a, b), "__rsub__": lambda a, b: sub(b, a),
+    "__mul__": lambda a, b: mul(a, b), "__rmul__": lambda a, b: mul(b, a),
+    "__truediv__": lambda a, b: div(a, b), "__rtruediv__": lambda a, b: div(b, a),
+    "__pow__": lambda a, b: pow(a, b), "__rpow__": lambda a, b: pow(b, a),
+    "__matmul__": lambda a, b: matmul(a, b), "__rmatmul__": lambda a, b: matmul(b, a),
+    "__neg__": lambda a: neg(a), "__abs__": lambda a: abs(a),
+    "__lt__": lambda a, b: less(a, b), "__le__": lambda a, b: less_equal(a, b),
+    "__gt__": lambda a, b: greater(a, b), "__ge__": lambda a, b: greater_equal(a, b),
+    "__eq__": lambda a, b: equal(a, b), "__ne__": lambda a, b: not_equal(a, b),
+    "T": property(lambda a: transpose(a)),
+    "reshape": _reshape_method,
+    "sum": lambda a, axis=None, keepdims=False: sum(a, axis, keepdims),
+    "mean": lambda a, axis=None, keepdims=False: mean(a, axis, keepdims),
+    "max": lambda a, axis=None, keepdims=False: max(a, axis, keepdims),
+    "astype": lambda a, dtype: cast(a, dtype),
+}
+for _name, _method in _OPERATORS.items():
+    setattr(Node, _name, _method)

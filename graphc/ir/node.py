@@ -109,48 +109,6 @@ class Node:
         from graphc.ir.render import svg_or_none
         return svg_or_none(draw([self], title=repr(self)))
 
-    # Arithmetic operators delegate to the DSL (graphc.ops) so that ``x @ W + b``
-    # builds the same nodes as ``gc.add(gc.matmul(x, W), b)``.
-    def __add__(self, o: Any) -> "Node": return _ops.add(self, o)
-    def __radd__(self, o: Any) -> "Node": return _ops.add(o, self)
-    def __sub__(self, o: Any) -> "Node": return _ops.sub(self, o)
-    def __rsub__(self, o: Any) -> "Node": return _ops.sub(o, self)
-    def __mul__(self, o: Any) -> "Node": return _ops.mul(self, o)
-    def __rmul__(self, o: Any) -> "Node": return _ops.mul(o, self)
-    def __truediv__(self, o: Any) -> "Node": return _ops.div(self, o)
-    def __rtruediv__(self, o: Any) -> "Node": return _ops.div(o, self)
-    def __pow__(self, o: Any) -> "Node": return _ops.pow(self, o)
-    def __rpow__(self, o: Any) -> "Node": return _ops.pow(o, self)
-    def __matmul__(self, o: Any) -> "Node": return _ops.matmul(self, o)
-    def __rmatmul__(self, o: Any) -> "Node": return _ops.matmul(o, self)
-    def __neg__(self) -> "Node": return _ops.neg(self)
-    def __abs__(self) -> "Node": return _ops.abs(self)
-    def __lt__(self, o: Any) -> "Node": return _ops.less(self, o)
-    def __le__(self, o: Any) -> "Node": return _ops.less_equal(self, o)
-    def __gt__(self, o: Any) -> "Node": return _ops.greater(self, o)
-    def __ge__(self, o: Any) -> "Node": return _ops.greater_equal(self, o)
-    def __eq__(self, o: Any) -> "Node": return _ops.equal(self, o)  # type: ignore[override]
-    def __ne__(self, o: Any) -> "Node": return _ops.not_equal(self, o)  # type: ignore[override]
-
-    @property
-    def T(self) -> "Node":
-        return _ops.transpose(self)
-
-    def reshape(self, *shape: Any) -> "Node":
-        return _ops.reshape(self, shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape)
-
-    def sum(self, axis: Any = None, keepdims: bool = False) -> "Node":
-        return _ops.sum(self, axis, keepdims)
-
-    def mean(self, axis: Any = None, keepdims: bool = False) -> "Node":
-        return _ops.mean(self, axis, keepdims)
-
-    def max(self, axis: Any = None, keepdims: bool = False) -> "Node":
-        return _ops.max(self, axis, keepdims)
-
-    def astype(self, dtype: Any) -> "Node":
-        return _ops.cast(self, dtype)
-
 
 def _freeze(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
@@ -192,6 +150,3 @@ def describe_failure(op: str, inputs: Sequence[Node], complaint: str) -> str:
 def unique_key() -> int:
     """A fresh integer for attributes that must keep otherwise-equal nodes apart."""
     return next(_serials)
-
-
-from graphc import ops as _ops  # noqa: E402  (operators above resolve at call time)

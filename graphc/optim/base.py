@@ -21,10 +21,10 @@ from typing import Any, ClassVar, Optional, Sequence
 import numpy as np
 
 from graphc import ops
+from graphc.init import zeros
 from graphc.ir.node import Node
 from graphc.optim.checks import check_fields, checked, nonnegative_number, positive_number
 from graphc.optim.schedules import LearningRate, Schedule
-from graphc.runtime.store import zeros
 
 Slots = dict[Node, Node]
 
