@@ -30,3 +30,27 @@ def test_numpy_backend_runs_through_the_registry():
     step = gc.compile(gc.relu(x) * 2.0, backend="numpy")
     value = np.array([[-1.0, 0.5, 2.0]], np.float32)
     np.testing.assert_array_equal(step(x=value), np.maximum(value, 0) * 2)
+
+
+# ---------------------------------------------------------------- every op has a lowering in every backend
+
+LEAVES = {"input", "param", "state", "constant"}
+
+
+def test_numpy_backend_lowers_every_primitive():
+    from graphc.backends.numpy_lowering import LOWERING
+    from graphc.ir.primitives import PRIMITIVES
+    assert set(PRIMITIVES) - LEAVES - set(LOWERING) == set()
+
+
+def test_the_c_expression_table_covers_every_elementwise_primitive():
+    from graphc.backends.c_style import EXPRESSIONS
+    from graphc.ir.primitives import ELEMENTWISE, PRIMITIVES
+    elementwise = {name for name, p in PRIMITIVES.items() if p.kind in ELEMENTWISE} | {"cast"}
+    assert elementwise - set(EXPRESSIONS) == set()
+
+
+def test_cuda_backend_lowers_every_primitive():
+    from graphc.backends.cuda.codegen import lowered_ops
+    from graphc.ir.primitives import PRIMITIVES
+    assert set(PRIMITIVES) - lowered_ops() == set()

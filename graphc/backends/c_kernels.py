@@ -38,11 +38,10 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from graphc.backends.c_style import C_TYPES, EXPRESSIONS, expression, literal
 from graphc.ir.node import Node
 from graphc.passes.fusion import Group
 
-C_TYPES = {"float32": "float", "float64": "double", "int32": "int32_t", "int64": "int64_t",
-           "bool": "unsigned char"}
 FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-ffp-contract=off", "-fwrapv", "-shared", "-fPIC"]
 
 
@@ -69,61 +68,6 @@ static inline double daz(double x) { return fabs(x) < DBL_MIN ? copysign(0.0, x)
 static inline float dazf(float x) { return fabsf(x) < FLT_MIN ? copysignf(0.0f, x) : x; }
 
 """
-
-
-def _literal(value: float, dtype: str) -> str:
-    if dtype == "float32":
-        text = np.format_float_positional(np.float32(value), unique=True, trim="0")
-        return f"{text}f" if "." in text else f"{text}.0f"
-    if dtype == "float64":
-        return repr(float(value))
-    if dtype == "bool":
-        return "1" if value else "0"
-    return str(int(value))
-
-
-def _math(fn: str, dtype: str) -> str:
-    return fn + "f" if dtype == "float32" else fn
-
-
-def _expression(node: Node, a: Sequence[str]) -> str:
-    d, op = node.dtype, node.op
-    t = C_TYPES[d]
-    unary = {
-        "neg": lambda: f"(-{a[0]})",
-        "exp": lambda: f"{_math('exp', d)}({a[0]})",
-        "log": lambda: f"{_math('log', d)}({_math('daz', d)}({a[0]}))",
-        "tanh": lambda: f"{_math('tanh', d)}({a[0]})",
-        "sqrt": lambda: f"{_math('sqrt', d)}({a[0]})",
-        "sin": lambda: f"{_math('sin', d)}({a[0]})",
-        "cos": lambda: f"{_math('cos', d)}({a[0]})",
-        "sigmoid": lambda: f"(({t})0.5 * {_math('tanh', d)}(({t})0.5 * {a[0]}) + ({t})0.5)",
-        "relu": lambda: f"(({a[0]} > 0 || {a[0]} != {a[0]}) ? {a[0]} : ({t})0)",
-        "abs": lambda: f"{_math('fabs', d)}({a[0]})" if d in ("float32", "float64") else
-                       f"(({a[0]} < 0) ? -{a[0]} : {a[0]})",
-        "sign": lambda: f"(({a[0]} != {a[0]}) ? {a[0]} : ({t})(({a[0]} > 0) - ({a[0]} < 0)))",
-        "cast": lambda: f"(({a[0]} != 0) ? 1 : 0)" if d == "bool" else f"(({t}){a[0]})",
-    }
-    binary = {"add": "+", "sub": "-", "mul": "*", "div": "/", "lt": "<", "le": "<=", "gt": ">", "ge": ">=",
-              "eq": "==", "ne": "!="}
-    if op in unary:
-        return unary[op]()
-    if op in binary:
-        return f"({a[0]} {binary[op]} {a[1]})"
-    if op == "pow":
-        return f"{_math('pow', d)}({_math('daz', d)}({a[0]}), {_math('daz', d)}({a[1]}))"
-    if op == "maximum":  # NumPy's rule: NaN wins, and of two equal values (0 and -0) the second
-        return f"(({a[0]} > {a[1]} || {a[0]} != {a[0]}) ? {a[0]} : {a[1]})"
-    if op == "minimum":
-        return f"(({a[0]} < {a[1]} || {a[0]} != {a[0]}) ? {a[0]} : {a[1]})"
-    if op == "where":
-        return f"({a[0]} ? {a[1]} : {a[2]})"
-    raise KeyError(op)
-
-
-SUPPORTED = frozenset({"neg", "exp", "log", "tanh", "sqrt", "sin", "cos", "sigmoid", "relu", "abs", "sign",
-                       "cast", "add", "sub", "mul", "div", "lt", "le", "gt", "ge", "eq", "ne", "pow",
-                       "maximum", "minimum", "where"})
 
 
 def _index(operand: Node, out_ndim: int) -> str:
@@ -154,7 +98,7 @@ def kernel_source(name: str, group: Group, describe: Callable[[Node], str]) -> s
     body = [f"const int64_t o = {_index(group.members[-1], ndim) if ndim else '0'};"]
     for node in group.inputs:
         if node not in slot:
-            local[node] = _literal(node.attrs["value"].array.reshape(()).item(), node.dtype)
+            local[node] = literal(node.attrs["value"].array.reshape(()).item(), node.dtype)
         elif all(d == 1 for d in node.shape):  # one value for the whole loop: load it once
             local[node] = f"s{slot[node]}"
             lines.append(f"    const {C_TYPES[node.dtype]} s{slot[node]} = a{slot[node]}[0];")
@@ -162,7 +106,7 @@ def kernel_source(name: str, group: Group, describe: Callable[[Node], str]) -> s
             local[node] = f"a{slot[node]}[{_index(node, ndim) if ndim else '0'}]"
     for j, node in enumerate(group.members):
         var = f"v{j}"
-        body.append(f"const {C_TYPES[node.dtype]} {var} = {_expression(node, [local[i] for i in node.inputs])};"
+        body.append(f"const {C_TYPES[node.dtype]} {var} = {expression(node, [local[i] for i in node.inputs])};"
                     f"  /* {describe(node)} */")
         local[node] = var
     for node in group.outputs:
@@ -324,7 +268,7 @@ def dims(shape: Sequence[int]) -> ctypes.Array:
 def eligible(node: Node) -> bool:
     """Can ``node`` be a member of a fused C group?  Its operands must have addresses fixed
     when the step is bound (buffers, variables, views of them), not fed arrays or strided views."""
-    return node.op in SUPPORTED and all(_fixed_address(i) for i in node.inputs)
+    return node.op in EXPRESSIONS and all(_fixed_address(i) for i in node.inputs)
 
 
 def _fixed_address(node: Node) -> bool:

@@ -14,7 +14,8 @@ import numpy as np
 
 from graphc.backends.base import Backend, StepFunction
 from graphc.backends.cuda.binding import DeviceStep
-from graphc.backends.cuda.codegen import kernel_ops, lower, translation_unit
+from graphc.backends.c_style import EXPRESSIONS
+from graphc.backends.cuda.codegen import lower, translation_unit
 from graphc.backends.cuda.listing import listing
 from graphc.backends.cuda.program import DeviceProgram
 from graphc.ir.node import Node
@@ -53,7 +54,7 @@ class CudaBackend(Backend):
         return import_cupy()
 
     def fusable(self, node: Node) -> bool:
-        return node.op in kernel_ops()
+        return node.op in EXPRESSIONS
 
     def generate(self, program: Program, plan: Plan) -> CudaExecutable:
         device = lower(program, plan)

@@ -23,25 +23,29 @@ from typing import Optional
 
 import numpy as np
 
-from graphc.backends.c_kernels import _expression, _literal
-from graphc.backends.cuda.kernels import BLOCK, PRELUDE, RNG_ADVANCE, KernelText, axis_indices, offset
-from graphc.backends.cuda.program import (C_TYPES, Copy, DeviceProgram, Gemm, Launch, Region, Size, View,
+from graphc.backends.c_style import C_TYPES, EXPRESSIONS, expression, literal
+from graphc.backends.cuda.kernels import PRELUDE, RNG_ADVANCE, KernelText, axis_indices, offset
+from graphc.backends.cuda.program import (Copy, DeviceProgram, Gemm, Launch, Region, Size, View,
                                           row_major_strides)
 from graphc.ir.node import Node
-from graphc.ir.primitives import ELEMENTWISE
 from graphc.ir.printing import Namer, describe
 from graphc.passes.fusion import Group
 from graphc.passes.memory import VIEW_OPS, Buffer, Piece, Plan
 from graphc.program import Program
 
 VARIABLE_KINDS = ("variable", "arena")
+# How each op that is not elementwise (those come from the shared C expression table) is lowered:
+# the method of _Lowering that emits it.  Leaves and views need no code; ``numel`` is an expression
+# inside the kernels that read it.
+LOWERINGS = {"sum": "reduce", "max": "reduce", "matmul": "matmul", "concat": "concat", "one_hot": "one_hot",
+             "normal": "random", "uniform": "random"}
+NO_CODE = frozenset({"input", "param", "state", "constant", "numel"}) | VIEW_OPS
+
+
+def lowered_ops() -> frozenset[str]:
+    """Every op the CUDA backend can lower."""
+    return frozenset(EXPRESSIONS) | frozenset(LOWERINGS) | NO_CODE
 GEMM_SUM_MIN = 64  # reduce by GEMM against ones from this many summed elements on
-
-
-def kernel_ops() -> frozenset[str]:
-    """Ops an elementwise kernel can compute (those of the shared C expression table)."""
-    from graphc.backends.c_kernels import SUPPORTED
-    return SUPPORTED
 
 
 class _Lowering:
@@ -178,7 +182,7 @@ class _Lowering:
         if node in local:
             return local[node]
         if node.op == "constant" and node.attrs["value"].array.size == 1:
-            return _literal(node.attrs["value"].array.reshape(()).item(), node.dtype)
+            return literal(node.attrs["value"].array.reshape(()).item(), node.dtype)
         if node.op == "numel":
             size = Size.of([node.inputs[0].shape[a] for a in node.attrs["axes"]])
             return f"(({C_TYPES[node.dtype]}){text.size(size)})"
@@ -196,7 +200,7 @@ class _Lowering:
         for node in inputs:
             local[node] = self.operand(node, text, shape, axes, local)
         for j, node in enumerate(members):
-            expr = _expression(node, [local[i] for i in node.inputs])
+            expr = expression(node, [local[i] for i in node.inputs])
             body.append(f"const {C_TYPES[node.dtype]} v{j} = {expr};  // {self.comment(node)}")
             local[node] = f"v{j}"
         for node in outputs:
@@ -377,32 +381,25 @@ class _Lowering:
                 self.group(group)
             return
         op = node.op
-        if op in ("input", "param", "state", "constant", "numel") or (op in VIEW_OPS and node not in self.plan.place):
-            return
-        if op in VIEW_OPS:  # a layout op the plan gave a buffer of its own: copy the view there
-            place, source = self._place(node), node.inputs[0]
-            if op == "reshape" and not self.view(source).contiguous:  # one kernel, in the source's shape
-                shaped = View(place.region, place.offset, source.shape, row_major_strides(source.shape), node.dtype)
-                self.fill(shaped, source, self.comment(node))
-            else:
-                self.views[node] = self._derived(node)
-                self.copy(place, node, self.comment(node))
-            self.views[node] = place
-            return
-        if node.kind in ELEMENTWISE or op == "cast":
+        if op in VIEW_OPS and node in self.plan.place:  # a layout op the plan gave a buffer of its own
+            self.placed_view(node)
+        elif op in EXPRESSIONS:
             self.elementwise([node], list(dict.fromkeys(node.inputs)), [node], node.shape, op, self.comment(node))
-        elif op in ("sum", "max"):
-            self.reduce(node)
-        elif op == "matmul":
-            self.matmul(node)
-        elif op == "concat":
-            self.concat(node)
-        elif op == "one_hot":
-            self.one_hot(node)
-        elif op in ("normal", "uniform"):
-            self.random(node)
-        else:
+        elif op in LOWERINGS:
+            getattr(self, LOWERINGS[op])(node)
+        elif op not in NO_CODE:
             raise NotImplementedError(f"the CUDA backend has no lowering for {op}")
+
+    def placed_view(self, node: Node) -> None:
+        """Copy the view into its buffer (a reshape of a strided value in one kernel, in the source's shape)."""
+        place, source = self._place(node), node.inputs[0]
+        if node.op == "reshape" and not self.view(source).contiguous:
+            shaped = View(place.region, place.offset, source.shape, row_major_strides(source.shape), node.dtype)
+            self.fill(shaped, source, self.comment(node))
+        else:
+            self.views[node] = self._derived(node)
+            self.copy(place, node, self.comment(node))
+        self.views[node] = place
 
     def group(self, group: Group) -> None:
         ir = " ".join(self.ir_name(m) for m in group.members)
@@ -449,4 +446,3 @@ def translation_unit(device: DeviceProgram) -> str:
     return PRELUDE + "\n" + "\n\n".join(device.kernels) + "\n"
 
 
-__all__ = ["lower", "translation_unit", "kernel_ops", "BLOCK"]

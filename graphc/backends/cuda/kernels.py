@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from graphc.backends.cuda.program import C_TYPES, Size, Symbol, View, symbol_param
+from graphc.backends.c_style import C_TYPES
+from graphc.backends.cuda.program import Size, Symbol, View, symbol_param
 from graphc.ir.shapes import Shape
 
 BLOCK = 256
@@ -47,6 +48,11 @@ __device__ inline void graphc_philox(uint32_t c[4], uint32_t k0, uint32_t k1) {
         k1 += 0xBB67AE85u;
     }
 }
+
+// The shared C expressions read log's and pow's operands through daz; CUDA kernels keep
+// subnormal numbers (no flush-to-zero), as NumPy does, so here it changes nothing.
+__device__ inline float dazf(float x) { return x; }
+__device__ inline double daz(double x) { return x; }
 
 extern "C" __global__ void graphc_rng_advance(uint64_t *counter) {
     if (blockIdx.x == 0 && threadIdx.x == 0) counter[0] += 1;

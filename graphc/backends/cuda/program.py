@@ -20,8 +20,6 @@ from graphc.ir.node import Node
 from graphc.ir.shapes import Shape
 
 ITEM_BYTES = {"float32": 4, "float64": 8, "int32": 4, "int64": 8, "bool": 1, "uint64": 8}
-C_TYPES = {"float32": "float", "float64": "double", "int32": "int", "int64": "long long",
-           "bool": "unsigned char", "uint64": "unsigned long long"}
 
 
 @dataclass(frozen=True)
