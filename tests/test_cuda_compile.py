@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 
 import graphc as gc
 from graphc import nn, optim
-from graphc.backends.c_kernels import _cache_dir
 from graphc.backends.cuda.kernels import PRELUDE
+from graphc.backends.native import cache_dir
 from graphc.cli import main
 from graphc.testing.strategies import RandomGraph, graphs
 from graphc.train import load_model_file
@@ -35,7 +35,7 @@ RANDOM_GRAPHS = 24
 def nvcc_compiles(source: str, tmp_path: Path) -> None:
     """Compile ``source`` for sm_90, failing the test with nvcc's messages; remember successes."""
     tag = hashlib.sha256(source.encode()).hexdigest()[:24]
-    marker = _cache_dir() / f"nvcc-ok-{tag}"
+    marker = cache_dir() / f"nvcc-ok-{tag}"
     if marker.exists():
         return
     path = tmp_path / f"unit{tag}.cu"

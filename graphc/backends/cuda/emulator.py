@@ -12,20 +12,16 @@ writes all of them (no shared memory, barriers or warp shuffles).
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import os
 import re
 import shutil
-import subprocess
-import tempfile
-from pathlib import Path
 from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
-from graphc.backends.c_kernels import _cache_dir
 from graphc.backends.cuda.kernels import PRELUDE
 from graphc.backends.cuda.program import ITEM_BYTES, Gemm
+from graphc.backends.native import BuildFailed, shared_library
 from graphc.errors import GraphcError
 
 SHIM = r"""// CUDA built-ins as host variables: a launch sets them and calls the kernel once per thread.
@@ -86,20 +82,10 @@ def _compile(translation_unit: str) -> ctypes.CDLL:
     if cxx is None:
         raise GraphcError("the CUDA emulator needs a C++ compiler (g++); install one or set CXX")
     source = SHIM + translation_unit + "\n" + launchers(translation_unit) + "\n"
-    tag = hashlib.sha256("\0".join([re.sub(r"//[^\n]*", "", source), cxx, *FLAGS]).encode()).hexdigest()[:24]
-    library = _cache_dir() / f"emu{tag}.so"
-    if not library.exists():
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "program.cpp"
-            path.write_text(source)
-            built = Path(tmp) / "program.so"
-            result = subprocess.run([cxx, *FLAGS, "-o", str(built), str(path), "-lm"], capture_output=True,
-                                    text=True)
-            if result.returncode != 0:
-                raise GraphcError(f"the emulator could not compile the CUDA program: {result.stderr.strip()[:2000]}")
-            staged = library.with_suffix(f".{os.getpid()}.tmp")
-            shutil.copyfile(built, staged)
-            os.replace(staged, library)
+    try:
+        library = shared_library(cxx, FLAGS, source, [re.sub(r"//[^\n]*", "", source)], "emu", ".cpp")
+    except BuildFailed as exc:
+        raise GraphcError(f"the emulator could not compile the CUDA program: {str(exc)[:2000]}") from None
     return ctypes.CDLL(str(library))
 
 
