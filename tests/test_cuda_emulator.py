@@ -185,3 +185,32 @@ def test_a_reshape_of_a_transposed_value_is_copied_into_its_buffer() -> None:
     outputs = [gc.reshape(gc.transpose(gc.exp(x)), (12,)) * 2.0, gc.reshape(gc.transpose(x), (2, 6))]
     values = {"x": np.arange(12.0).reshape(3, 4)}
     assert_close(gc.compile(outputs, backend="cuda-emulator")(**values), gc.evaluate(outputs, values), RTOL_F64)
+
+
+# ---------------------------------------------------------------- rows in one kernel
+
+def test_softmax_cross_entropy_forward_is_one_kernel() -> None:
+    from graphc.backends.cuda.program import Launch
+    step, _ = _mlp_step("cuda-emulator")
+    launches = [s for s in step.generated.device_program.steps if isinstance(s, Launch)]
+    ops_of = [{n.op for n in launch.nodes} for launch in launches]
+    assert any({"max", "exp", "sum", "log", "one_hot"} <= ops for ops in ops_of), ops_of
+    assert len(launches) <= 12  # was 21 with a kernel per reduction
+
+
+@pytest.mark.parametrize("columns", [1, 3, 10])
+def test_row_kernels_agree_with_the_numpy_backend(columns: int) -> None:
+    """Softmax, log-softmax, logsumexp and a masked max over rows, with broadcast operands and int labels."""
+    x = gc.input("x", (None, columns), "float64")
+    bias = gc.input("bias", (columns,), "float64")
+    labels = gc.input("labels", (None,), "int32")
+    z = x * 2.0 + bias
+    outputs = [gc.softmax(z, axis=1), gc.log_softmax(z, axis=1), gc.logsumexp(z, axis=1, keepdims=True),
+               gc.max(gc.where(z > 0.0, z, -z), axis=1), gc.sum(gc.one_hot(labels, columns, "float64") * z, axis=1),
+               gc.sum(gc.cast(z > 0.5, "int32"), axis=1)]
+    rng = np.random.default_rng(columns)
+    values = {"x": rng.standard_normal((9, columns)), "bias": rng.standard_normal(columns),
+              "labels": rng.integers(0, columns, 9).astype(np.int32)}
+    emulated = gc.compile(outputs, backend="cuda-emulator")
+    assert any("rows" in name for name in emulated.generated.device_program.kernel_names) or columns == 1
+    assert_close(emulated(**values), gc.compile(outputs)(**values), RTOL_F64, atol=1e-12)

@@ -13,7 +13,7 @@ from typing import Any, Callable, Protocol, Sequence
 import numpy as np
 
 from graphc.ir.node import Node
-from graphc.passes.fusion import fuse
+from graphc.passes.fusion import fuse, same_shape
 from graphc.passes.memory import Plan, plan_memory
 from graphc.program import Program
 
@@ -46,7 +46,12 @@ class Backend(ABC):
 
     @abstractmethod
     def fusable(self, node: Node) -> bool:
-        """May ``node`` be a member of a fused elementwise group?"""
+        """May ``node`` be a member of a fused group?"""
+
+    def joins(self, operand: Node, node: Node) -> bool:
+        """May ``node`` join the fused group of its operand ``operand``?  By default when their
+        shapes are equal: one loop over the elements."""
+        return same_shape(operand, node)
 
     def fuses(self) -> bool:
         """Does this backend fuse at all on this machine (a kernel compiler is present)?"""
@@ -61,7 +66,7 @@ class Backend(ABC):
         if not passes:
             return Plan(program.nodes())
         fused = fused and self.fuses()
-        schedule, groups = fuse(program, program.nodes(), self.fusable) if fused else (program.nodes(), [])
+        schedule, groups = fuse(program, program.nodes(), self.fusable, self.joins) if fused else (program.nodes(), [])
         return plan_memory(program, schedule, groups)
 
     @abstractmethod

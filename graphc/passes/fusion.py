@@ -1,7 +1,9 @@
 """Elementwise fusion: group chains of elementwise ops that can run as one loop.
 
-A group is a set of elementwise nodes of one shape that execute together at
-the position of their last member.  A node joins the group of an operand only
+A group is a set of nodes that execute together at the position of their last
+member: by default elementwise nodes of one shape; a backend may let other
+nodes in (``eligible``) and relax the shape rule (``joins``), as the CUDA
+backend does to run a softmax's rows, reductions included, in one kernel.  A node joins the group of an operand only
 if nothing outside the group needs that group's values before this node runs
 (otherwise moving the group later would starve that reader).  Members read
 outside the group, or kept by the program, are the group's outputs; the rest
@@ -14,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from graphc.ir.node import Node
-from graphc.ir.primitives import ELEMENTWISE
 from graphc.ir.shapes import Shape
 from graphc.program import Program
 
@@ -27,8 +28,16 @@ class Group:
     inputs: list[Node] = field(default_factory=list)
 
 
-def fuse(program: Program, schedule: list[Node], eligible: Callable[[Node], bool]) -> tuple[list[Node], list[Group]]:
-    """Regroup ``schedule``; returns the new schedule and the groups of two or more nodes."""
+def same_shape(operand: Node, node: Node) -> bool:
+    return operand.shape == node.shape
+
+
+def fuse(program: Program, schedule: list[Node], eligible: Callable[[Node], bool],
+         joins: Callable[[Node, Node], bool] = same_shape) -> tuple[list[Node], list[Group]]:
+    """Regroup ``schedule``; returns the new schedule and the groups of two or more nodes.
+
+    ``eligible`` says which nodes may be members; ``joins(operand, node)`` whether ``node`` may join
+    the group of its operand ``operand``.  A group's ``shape`` is that of its first member."""
     pos = {n: i for i, n in enumerate(schedule)}
     consumers: dict[Node, list[Node]] = {n: [] for n in schedule}
     for n in schedule:
@@ -37,16 +46,13 @@ def fuse(program: Program, schedule: list[Node], eligible: Callable[[Node], bool
     kept = set(program.outputs.values()) | set(program.updates.values())
     group_of: dict[Node, Group] = {}
 
-    def fusable(n: Node) -> bool:
-        return (n.kind in ELEMENTWISE or n.op == "cast") and eligible(n)
-
     for n in schedule:
-        if not fusable(n):
+        if not eligible(n):
             continue
         joinable = []
         for operand in n.inputs:
             g = group_of.get(operand)
-            if g is None or g in joinable or operand.shape != n.shape:
+            if g is None or g in joinable or not joins(operand, n):
                 continue
             if all(pos[c] >= pos[n] or group_of.get(c) is g for m in g.members for c in consumers[m]):
                 joinable.append(g)

@@ -14,7 +14,7 @@ import numpy as np
 
 from graphc.backends.base import Backend, StepFunction
 from graphc.backends.cuda.binding import DeviceStep
-from graphc.backends.c_style import EXPRESSIONS
+from graphc.backends.cuda import rows
 from graphc.backends.cuda.codegen import lower, translation_unit
 from graphc.backends.cuda.listing import listing
 from graphc.backends.cuda.program import DeviceProgram
@@ -54,7 +54,10 @@ class CudaBackend(Backend):
         return import_cupy()
 
     def fusable(self, node: Node) -> bool:
-        return node.op in EXPRESSIONS
+        return rows.fusable(node)
+
+    def joins(self, operand: Node, node: Node) -> bool:
+        return rows.joins(operand, node)
 
     def generate(self, program: Program, plan: Plan) -> CudaExecutable:
         device = lower(program, plan)

@@ -24,6 +24,7 @@ from typing import Optional
 import numpy as np
 
 from graphc.backends.c_style import C_TYPES, EXPRESSIONS, expression, literal
+from graphc.backends.cuda import rows
 from graphc.backends.cuda.kernels import PRELUDE, RNG_ADVANCE, KernelText, axis_indices, offset
 from graphc.backends.cuda.program import (Copy, DeviceProgram, Gemm, Launch, Region, Size, View,
                                           row_major_strides)
@@ -177,8 +178,8 @@ class _Lowering:
         self.steps.append(Launch(text.name, count, text.launch_args(count), nodes, note))
 
     def operand(self, node: Node, text: KernelText, loop_shape: tuple, axes: set[int],
-                local: dict[Node, str]) -> str:
-        """The C expression reading ``node`` inside a kernel over ``loop_shape``."""
+                local: dict[Node, str], flat: str = "i") -> str:
+        """The C expression reading ``node`` inside a kernel over ``loop_shape`` (at flat index ``flat``)."""
         if node in local:
             return local[node]
         if node.op == "constant" and node.attrs["value"].array.size == 1:
@@ -187,7 +188,7 @@ class _Lowering:
             size = Size.of([node.inputs[0].shape[a] for a in node.attrs["axes"]])
             return f"(({C_TYPES[node.dtype]}){text.size(size)})"
         view = self.view(node)
-        index, used = offset(view, loop_shape, text)
+        index, used = offset(view, loop_shape, text, flat)
         axes |= used
         return f"{text.pointer(view, writes=False)}[{index}]"
 
@@ -403,8 +404,85 @@ class _Lowering:
 
     def group(self, group: Group) -> None:
         ir = " ".join(self.ir_name(m) for m in group.members)
-        self.elementwise(group.members, group.inputs, group.outputs, group.shape, "fused",
-                         f"fused {ir}: {len(group.members)} ops in one kernel")
+        note = f"fused {ir}: {len(group.members)} ops in one kernel"
+        if rows.is_row_group(group.members):
+            self.rows(group, note + ", a thread per row")
+        else:
+            self.elementwise(group.members, group.inputs, group.outputs, group.shape, "fused", note)
+
+    def rows(self, group: Group, note: str) -> None:
+        """A group of row values as one kernel, a thread per row (see :mod:`graphc.backends.cuda.rows`).
+
+        [R, C] values live in arrays of C registers, [R, 1] and [R] values in one; every operand is
+        read before any result is stored, so results may overwrite operands in place.  Inside a loop
+        over the columns c of a [R, C] value, f0 and f1 are the row and column and f the flat index."""
+        text = self.new_kernel("rows")
+        wide: dict[Node, str] = {}      # [R, C] members: their register arrays
+        narrow: dict[Node, str] = {}    # [R, 1] and [R] members: their register
+        body: list[str] = []
+
+        def columns(node: Node) -> int:
+            return node.shape[1] if node.ndim == 2 else 1
+
+        def loop(count: int, statement: str) -> str:
+            names = [f"{n} = {v}" for n, v in (("f0", "i"), ("f1", "c"), ("f", f"i * {count} + c"))
+                     if re.search(rf"\b{n}\b", statement)]
+            index = f"const int64_t {', '.join(names)}; " if names else ""
+            return f"for (int64_t c = 0; c < {count}; c++) {{ {index}{statement} }}"
+
+        def in_loop(node: Node, loop_shape: tuple) -> str:
+            """``node`` inside a loop over the columns of ``loop_shape``."""
+            if node in wide:
+                return f"{wide[node]}[c]"
+            return narrow.get(node) or self.operand(node, text, loop_shape, set(), {}, "f")
+
+        def at_row(node: Node, loop_shape: tuple) -> str:
+            if node in wide:  # a one-hot row of one column
+                return f"{wide[node]}[0]"
+            return narrow.get(node) or self.operand(node, text, loop_shape, set(), {}, "i")
+
+        for j, node in enumerate(group.members):
+            t, name, comment = C_TYPES[node.dtype], f"v{j}", f"  // {self.comment(node)}"
+            if node.op in ("sum", "max"):
+                x = node.inputs[0]
+                value = in_loop(x, x.shape)
+                if node.op == "sum":
+                    acc = "double" if node.dtype in ("float32", "float64") else "int64_t"
+                    body.append(f"{acc} {name}_acc = 0;{comment}")
+                    body.append(loop(columns(x), f"{name}_acc += ({acc}){value};"))
+                else:  # NaN wins, as in NumPy: the sum of a NaN and anything is NaN
+                    acc = t
+                    body.append(f"{acc} {name}_acc = 0;{comment}")
+                    body.append(loop(columns(x), f"const {t} x = {value}; {name}_acc = (c == 0) ? x : "
+                                                 f"({name}_acc != {name}_acc || x != x) ? ({name}_acc + x) : "
+                                                 f"(x > {name}_acc ? x : {name}_acc);"))
+                body.append(f"const {t} {name} = ({t}){name}_acc;")
+                narrow[node] = name
+            elif node.op == "one_hot":
+                label = at_row(node.inputs[0], node.inputs[0].shape)
+                body.append(f"{t} {name}[{columns(node)}];{comment}")
+                body.append(loop(columns(node), f"{name}[c] = ({t})({label} == c);"))
+                wide[node] = name
+            elif columns(node) > 1:
+                operands = [in_loop(i, node.shape) for i in node.inputs]
+                body.append(f"{t} {name}[{columns(node)}];{comment}")
+                body.append(loop(columns(node), f"{name}[c] = {expression(node, operands)};"))
+                wide[node] = name
+            else:
+                operands = [at_row(i, node.shape) for i in node.inputs]
+                body.append(f"const {t} {name} = {expression(node, operands)};{comment}")
+                narrow[node] = name
+        for node in group.outputs:
+            out = self.view(node)
+            if node in wide:
+                index, _ = offset(out, node.shape, text, "f")
+                body.append(loop(columns(node), f"{text.pointer(out, writes=True)}[{index}] = {wide[node]}[c];"))
+            else:
+                index, _ = offset(out, node.shape, text, "i")
+                body.append(f"{text.pointer(out, writes=True)}[{index}] = {narrow[node]};")
+        if any(re.search(r"\bi0\b", line) for line in body):
+            body.insert(0, "const int64_t i0 = i;")
+        self.add_kernel(text, body, Size.of([group.members[0].shape[0]]), tuple(group.members), note)
 
     def finish(self) -> DeviceProgram:
         outputs = []
