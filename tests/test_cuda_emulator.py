@@ -214,3 +214,12 @@ def test_row_kernels_agree_with_the_numpy_backend(columns: int) -> None:
     emulated = gc.compile(outputs, backend="cuda-emulator")
     assert any("rows" in name for name in emulated.generated.device_program.kernel_names) or columns == 1
     assert_close(emulated(**values), gc.compile(outputs)(**values), RTOL_F64, atol=1e-12)
+
+
+def test_a_label_out_of_range_is_refused_before_the_step_runs() -> None:
+    from graphc.errors import FeedError
+    step, _ = _mlp_step("cuda-emulator")
+    x, y = _teacher_batches(1, 4)[0]
+    y[2] = 10
+    with pytest.raises(FeedError, match="label 10 in row 2 is out of range for 10 classes"):
+        step(x=x, y=y)

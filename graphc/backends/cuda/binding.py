@@ -15,6 +15,7 @@ import numpy as np
 
 from graphc.backends.cuda.kernels import BLOCK, MAX_BLOCKS
 from graphc.backends.cuda.program import ITEM_BYTES, Copy, DeviceProgram, Gemm, Launch, Size, Symbol, View
+from graphc.ir.primitives import check_labels
 from graphc.ir.shapes import resolve
 
 ALIGN = 256  # bytes: every region starts on a boundary cuBLAS and vector loads like
@@ -106,6 +107,10 @@ class DeviceStep:
 
     def launch(self, *inputs: np.ndarray) -> None:
         """Copy the inputs in and run the step, without waiting for it."""
+        fed = {node.name: value for (node, _), value in zip(self.program.inputs, inputs)}
+        for name, depth, site in self.program.labels:
+            if isinstance(fed[name], np.ndarray):
+                check_labels(fed[name], depth, site)
         self._sync_variables_in()
         for (_, region), value in zip(self.program.inputs, inputs):
             if hasattr(value, "__cuda_array_interface__"):  # already on the device: a device copy

@@ -30,6 +30,7 @@ from graphc.backends.cuda.program import (Copy, DeviceProgram, Gemm, Launch, Reg
                                           row_major_strides)
 from graphc.ir.node import Node
 from graphc.ir.printing import Namer, describe
+from graphc.ir.site import at_site
 from graphc.passes.fusion import Group
 from graphc.passes.memory import VIEW_OPS, Buffer, Piece, Plan
 from graphc.program import Program
@@ -64,6 +65,7 @@ class _Lowering:
         self.internal = {m for g in plan.groups for m in set(g.members) - set(g.outputs)}
         self.ir_name = Namer()
         self.random_ops = 0
+        self.labels: list[tuple[str, int, str]] = []
         self.rng = ""
         self.variables: list[tuple[Node, View]] = []
         self.arenas: list[str] = []
@@ -319,7 +321,15 @@ class _Lowering:
         self.steps.append(gemm)
         return True
 
+    def check_labels(self, node: Node) -> None:
+        """Fed labels are checked on the host before they are copied in, as the NumPy backend does;
+        a label out of range would otherwise give a zero row, silently."""
+        labels = node.inputs[0]
+        if labels.op == "input":
+            self.labels.append((labels.name, node.attrs["depth"], at_site(node.site) if node.site else ""))
+
     def one_hot(self, node: Node) -> None:
+        self.check_labels(node)
         text = self.new_kernel("one_hot")
         labels = self.view(node.inputs[0])
         depth = node.attrs["depth"]
@@ -459,6 +469,7 @@ class _Lowering:
                 body.append(f"const {t} {name} = ({t}){name}_acc;")
                 narrow[node] = name
             elif node.op == "one_hot":
+                self.check_labels(node)
                 label = at_row(node.inputs[0], node.inputs[0].shape)
                 body.append(f"{t} {name}[{columns(node)}];{comment}")
                 body.append(loop(columns(node), f"{name}[c] = ({t})({label} == c);"))
@@ -509,7 +520,7 @@ class _Lowering:
             self.steps.append(Launch(RNG_ADVANCE, Size(), (self.whole(self.rng, ()),), (), "next random step"))
         return DeviceProgram(self.program.name, self.regions, self.steps, self.kernels, self.kernel_names,
                              [(n, f"in:{n.name}") for n in self.inputs], self.variables, self.arenas, outputs,
-                             written, self.constants, self.ones, self.rng)
+                             written, self.constants, self.ones, self.rng, self.labels)
 
 
 def lower(program: Program, plan: Plan) -> DeviceProgram:

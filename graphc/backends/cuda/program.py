@@ -170,3 +170,4 @@ class DeviceProgram:
     constants: dict[str, np.ndarray] = field(default_factory=dict)  # region → value written at bind
     ones: dict[str, Size] = field(default_factory=dict)            # region of ones → its length
     rng: str = ""                                       # the counter region, if random ops occur
+    labels: list[tuple[str, int, str]] = field(default_factory=list)  # (fed input, depth, user's line) of one_hot
