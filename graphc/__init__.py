@@ -1,5 +1,6 @@
 """graphc: declare a network as a graph, differentiate it symbolically, compile the train step."""
 from graphc.ops import *  # noqa: F401,F403  (the DSL: gc.sum, gc.max, gc.input shadow builtins on purpose)
+from graphc import primitives  # noqa: F401,E402  (defines every op the DSL builds, with its rules)
 from graphc.composites import (log_softmax, logsumexp, mse, sigmoid_binary_cross_entropy,  # noqa: F401
                                softmax, softmax_cross_entropy)
 from graphc.autodiff import grad  # noqa: F401

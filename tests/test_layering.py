@@ -31,7 +31,7 @@ def allowed(name: str, prefixes: tuple[str, ...]) -> bool:
 
 
 @pytest.mark.parametrize("layer, forbidden", [
-    ("ir", ("graphc.ops", "graphc.composites", "graphc.autodiff", "graphc.passes", "graphc.backends",
+    ("ir", ("graphc.ops", "graphc.primitives", "graphc.composites", "graphc.autodiff", "graphc.passes", "graphc.backends",
             "graphc.runtime", "graphc.nn", "graphc.optim", "graphc.program", "graphc.compiler", "graphc.train")),
     ("nn", ("graphc.runtime", "graphc.backends", "graphc.compiler")),
     ("optim", ("graphc.runtime", "graphc.backends", "graphc.compiler")),

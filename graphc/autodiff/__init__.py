@@ -1,5 +1,5 @@
-"""Symbolic reverse-mode differentiation: :func:`grad` and its rule table."""
+"""Symbolic reverse-mode differentiation: :func:`grad`, over each primitive's own rule."""
 from graphc.autodiff.reverse import grad
-from graphc.autodiff.rules import VJP, unbroadcast
+from graphc.autodiff.rules import unbroadcast
 
-__all__ = ["grad", "VJP", "unbroadcast"]
+__all__ = ["grad", "unbroadcast"]

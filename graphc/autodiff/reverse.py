@@ -10,11 +10,11 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 from graphc import ops
-from graphc.autodiff.rules import VJP
 from graphc.errors import DTypeError, ShapeError
 from graphc.ir import dtypes
 from graphc.ir.graph import depends_on, toposort
 from graphc.ir.node import Node
+from graphc.ir.primitives import PRIMITIVES
 from graphc.ir.shapes import fmt
 from graphc.ir.site import building_gradient_of
 
@@ -39,7 +39,7 @@ def grad(output: Node, wrt: Sequence[Node], seed: Optional[Node] = None) -> list
         if g is None or not node.inputs:
             continue
         with building_gradient_of(node, node.op):
-            operand_grads = VJP[node.op](g, node, *node.inputs)
+            operand_grads = PRIMITIVES[node.op].vjp(g, node, *node.inputs)
         for operand, og in zip(node.inputs, operand_grads):
             if og is None or operand not in relevant:
                 continue

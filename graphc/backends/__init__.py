@@ -6,16 +6,19 @@ touches a GPU library; the CUDA backend imports CuPy only when a step is bound.
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
-from graphc.backends.base import Backend
 from graphc.errors import GraphcError
+
+if TYPE_CHECKING:
+    from graphc.backends.base import Backend
 
 _MODULES = {"numpy": ("graphc.backends.numpy_backend", "BACKEND"), "cupy": ("graphc.backends.cuda", "BACKEND"),
             "cuda-emulator": ("graphc.backends.cuda", "EMULATOR")}
 NAMES = tuple(_MODULES)
 
 
-def get(name: str) -> Backend:
+def get(name: str) -> "Backend":
     """The backend called ``name``; a clear error naming the choices otherwise."""
     entry = _MODULES.get(name)
     if entry is None:

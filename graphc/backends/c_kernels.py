@@ -38,7 +38,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from graphc.backends.c_style import C_TYPES, EXPRESSIONS, expression, literal
+from graphc.backends.c_style import C_TYPES, expression, literal, supports
 from graphc.ir.node import Node
 from graphc.passes.fusion import Group
 
@@ -268,7 +268,7 @@ def dims(shape: Sequence[int]) -> ctypes.Array:
 def eligible(node: Node) -> bool:
     """Can ``node`` be a member of a fused C group?  Its operands must have addresses fixed
     when the step is bound (buffers, variables, views of them), not fed arrays or strided views."""
-    return node.op in EXPRESSIONS and all(_fixed_address(i) for i in node.inputs)
+    return supports(node.op) and all(_fixed_address(i) for i in node.inputs)
 
 
 def _fixed_address(node: Node) -> bool:

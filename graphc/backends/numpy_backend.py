@@ -21,7 +21,7 @@ import numpy as np
 
 from graphc.backends import c_kernels, numpy_kernels
 from graphc.backends.base import Backend, KernelBuildFailed
-from graphc.backends.numpy_lowering import LOWERING
+from graphc.backends.numpy_lowering import lower
 from graphc.ir.shapes import resolve
 from graphc.ir.node import Node
 from graphc.ir.printing import Namer, describe
@@ -154,7 +154,7 @@ class _Writer:
         args = [ref(i) for i in node.inputs]
         if self.plan.is_view(node):
             self.names[node] = "t" + self.ir_name(node)[1:]
-            view = LOWERING[node.op](args, node, self.ctx, None)
+            view = lower(node)(args, node, self.ctx, None)
             if all(i in self.bind_known or i.op == "constant" for i in node.inputs):
                 # Made once: check that NumPy really made a view, not a snapshot that would go stale.
                 self.bind_known.add(node)
@@ -169,12 +169,12 @@ class _Writer:
             return
         if place is None:
             self.names[node] = "t" + self.ir_name(node)[1:]
-            self.step_lines.append(f"{self.names[node]} = {LOWERING[node.op](args, node, self.ctx, None)}"
+            self.step_lines.append(f"{self.names[node]} = {lower(node)(args, node, self.ctx, None)}"
                                    f"  # {comment}")
             return
         self.names[node] = self.place_name(place)
         self.bind_known.add(node)
-        self.step_lines.append(f"{LOWERING[node.op](args, node, self.ctx, self.names[node])}  # {comment}")
+        self.step_lines.append(f"{lower(node)(args, node, self.ctx, self.names[node])}  # {comment}")
 
     def _call_kernel(self, group: Group) -> None:
         """One call runs the whole group; its outputs land in their planned places."""

@@ -10,7 +10,7 @@ from typing import Optional
 import numpy as np
 
 from graphc.errors import GraphcError
-from graphc.ir.primitives import check_labels
+from graphc.primitives.misc import check_labels
 
 
 def sigmoid(x: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:

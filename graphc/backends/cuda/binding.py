@@ -15,8 +15,8 @@ import numpy as np
 
 from graphc.backends.cuda.kernels import BLOCK, MAX_BLOCKS
 from graphc.backends.cuda.program import ITEM_BYTES, Copy, DeviceProgram, Gemm, Launch, Size, Symbol, View
-from graphc.ir.primitives import check_labels
 from graphc.ir.shapes import resolve
+from graphc.primitives.misc import check_labels
 
 ALIGN = 256  # bytes: every region starts on a boundary cuBLAS and vector loads like
 

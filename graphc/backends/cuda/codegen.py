@@ -23,12 +23,13 @@ from typing import Optional
 
 import numpy as np
 
-from graphc.backends.c_style import C_TYPES, EXPRESSIONS, expression, literal
+from graphc.backends.c_style import C_TYPES, expression, literal, supports
 from graphc.backends.cuda import rows
 from graphc.backends.cuda.kernels import PRELUDE, RNG_ADVANCE, KernelText, axis_indices, offset
 from graphc.backends.cuda.program import (Copy, DeviceProgram, Gemm, Launch, Region, Size, View,
                                           row_major_strides)
 from graphc.ir.node import Node
+from graphc.ir.primitives import LEAF, PRIMITIVES, lowering
 from graphc.ir.printing import Namer, describe
 from graphc.ir.site import at_site
 from graphc.passes.fusion import Group
@@ -36,17 +37,15 @@ from graphc.passes.memory import VIEW_OPS, Buffer, Piece, Plan
 from graphc.program import Program
 
 VARIABLE_KINDS = ("variable", "arena")
-# How each op that is not elementwise (those come from the shared C expression table) is lowered:
-# the method of _Lowering that emits it.  Leaves and views need no code; ``numel`` is an expression
-# inside the kernels that read it.
-LOWERINGS = {"sum": "reduce", "max": "reduce", "matmul": "matmul", "concat": "concat", "one_hot": "one_hot",
-             "normal": "random", "uniform": "random"}
-NO_CODE = frozenset({"input", "param", "state", "constant", "numel"}) | VIEW_OPS
+# An op's CUDA lowering, registered beside its definition (graphc.primitives), names the method of
+# _Lowering that emits it; "view" (a layout op) and "inline" (numel, an expression inside the kernels
+# that read it) need no code of their own, nor do leaves.  Elementwise ops use their C expression.
+NO_CODE = ("view", "inline")
 
 
-def lowered_ops() -> frozenset[str]:
-    """Every op the CUDA backend can lower."""
-    return frozenset(EXPRESSIONS) | frozenset(LOWERINGS) | NO_CODE
+def lowers(op: str) -> bool:
+    """Can the CUDA backend lower ``op``?"""
+    return PRIMITIVES[op].kind == LEAF or supports(op) or lowering(op, "cuda") is not None
 GEMM_SUM_MIN = 64  # reduce by GEMM against ones from this many summed elements on
 
 
@@ -394,12 +393,14 @@ class _Lowering:
         op = node.op
         if op in VIEW_OPS and node in self.plan.place:  # a layout op the plan gave a buffer of its own
             self.placed_view(node)
-        elif op in EXPRESSIONS:
+        elif supports(op):
             self.elementwise([node], list(dict.fromkeys(node.inputs)), [node], node.shape, op, self.comment(node))
-        elif op in LOWERINGS:
-            getattr(self, LOWERINGS[op])(node)
-        elif op not in NO_CODE:
-            raise NotImplementedError(f"the CUDA backend has no lowering for {op}")
+        elif node.kind != LEAF:
+            method = lowering(op, "cuda")
+            if method is None:
+                raise NotImplementedError(f"the CUDA backend has no lowering for {op}")
+            if method not in NO_CODE:
+                getattr(self, method)(node)
 
     def placed_view(self, node: Node) -> None:
         """Copy the view into its buffer (a reshape of a strided value in one kernel, in the source's shape)."""

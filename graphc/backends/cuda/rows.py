@@ -13,7 +13,7 @@ its group: NumPy would broadcast it along the columns, not the rows.
 """
 from __future__ import annotations
 
-from graphc.backends.c_style import EXPRESSIONS
+from graphc.backends.c_style import supports
 from graphc.ir.node import Node
 
 MAX_ROW = 64  # columns a thread keeps in registers
@@ -28,7 +28,7 @@ def row_shaped(node: Node) -> bool:
 
 def fusable(node: Node) -> bool:
     """Elementwise ops, and the row ops a row kernel computes: reductions over a row, one-hot rows."""
-    if node.op in EXPRESSIONS:
+    if supports(node.op):
         return True
     if node.op in ("sum", "max"):
         x = node.inputs[0]
@@ -39,7 +39,7 @@ def fusable(node: Node) -> bool:
 
 
 def joins(operand: Node, node: Node) -> bool:
-    if operand.shape == node.shape and node.op in EXPRESSIONS:
+    if operand.shape == node.shape and supports(node.op):
         return True
     return (operand.ndim > 0 and node.ndim > 0 and row_shaped(operand) and row_shaped(node)
             and operand.shape[0] == node.shape[0] and not (operand.ndim == 1 and node.ndim == 2))
@@ -47,4 +47,4 @@ def joins(operand: Node, node: Node) -> bool:
 
 def is_row_group(members: list[Node]) -> bool:
     """Does this group need a thread per row (mixed shapes, or row ops), not one per element?"""
-    return any(m.op not in EXPRESSIONS or m.shape != members[0].shape for m in members)
+    return any(not supports(m.op) or m.shape != members[0].shape for m in members)
