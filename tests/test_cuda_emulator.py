@@ -3,7 +3,8 @@
 The emulator runs the very program the GPU runs (its launches, cuBLAS GEMM flags,
 copies and arena layout); only the kernels are compiled for the host.  Random
 graphs have every node as an output, so every kernel, view and GEMM mapping is
-compared; the MLP trains 200 steps on both backends.  Each Hypothesis example
+compared, and run twice with different batch sizes, so every step is bound
+again; the MLP trains 200 steps on both backends.  Each Hypothesis example
 draws several graphs and compiles their kernels as one library, which keeps the
 C++ compiler runs few.
 """
@@ -13,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import graphc as gc
@@ -22,6 +23,7 @@ from graphc.backends.cuda import emulator
 from graphc.backends.cuda.kernels import PRELUDE
 from graphc.errors import GraphcError
 from graphc.testing.strategies import RandomGraph, graphs
+from test_random_graphs import TOLERANCE, assert_same_values
 
 pytestmark = pytest.mark.skipif(emulator.host_compiler() is None, reason="no C++ compiler for the emulator")
 
@@ -42,10 +44,19 @@ def assert_close(actual: Sequence[object], expected: Sequence[object], rtol: flo
             np.testing.assert_array_equal(value, reference, err_msg=f"output {i}")
 
 
-@pytest.mark.parametrize("passes", [True, False], ids=["planned", "unplanned"])
-@settings(max_examples=EXAMPLES, deadline=None)
-@given(batch=st.lists(graphs(), min_size=GRAPHS_PER_EXAMPLE, max_size=GRAPHS_PER_EXAMPLE))
-def test_emulated_random_graphs_agree_with_the_numpy_backend(passes: bool, batch: list[RandomGraph]) -> None:
+def _load(step: object, variables: dict[str, np.ndarray], graph: RandomGraph) -> None:
+    step.state.load({name: value.copy() for name, value in variables.items()})
+    for p in graph.params:  # first call: the store makes them, then takes the drawn values
+        step.state.ensure(p)[...] = variables[p.name]
+
+
+@pytest.mark.parametrize("passes, dtype", [(True, "float64"), (False, "float64"), (True, "float32")],
+                         ids=["planned", "unplanned", "float32"])
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(data=st.data())
+def test_emulated_random_graphs_agree_with_the_numpy_backend(passes: bool, dtype: str, data: st.DataObject) -> None:
+    """Every node an output, parameters in the store, and two calls of different batch sizes."""
+    batch = [data.draw(graphs(params=True, batch=True, max_ops=10, dtype=dtype)) for _ in range(GRAPHS_PER_EXAMPLE)]
     pairs = []
     for i, graph in enumerate(batch):
         outputs = [graph.output, *graph.nodes]
@@ -53,7 +64,10 @@ def test_emulated_random_graphs_agree_with_the_numpy_backend(passes: bool, batch
         pairs.append((cuda, gc.compile(outputs, passes=passes), graph))
     emulator.preload([cuda.generated.kernels for cuda, _, _ in pairs])
     for cuda, reference, graph in pairs:
-        assert_close(cuda(**graph.values), reference(**graph.values), RTOL_F64, atol=1e-12)
+        for feeds, variables in graph.calls:
+            _load(cuda, variables, graph)
+            _load(reference, variables, graph)
+            assert_same_values(cuda(**feeds), reference(**feeds), TOLERANCE[dtype])
 
 
 def _mlp_step(backend: str, batch_norm: bool = False) -> tuple:
