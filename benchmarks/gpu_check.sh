@@ -28,7 +28,7 @@ part() {  # part NAME SECONDS COMMAND...: run one part with a time limit, log to
 : >"$OUT/summary.log"
 
 part tests 150 python -m pytest -q -p no:cacheprovider tests/test_cuda_gpu.py tests/test_cuda_emulator.py \
-    tests/test_cuda_compile.py tests/test_backends.py
+    tests/test_cuda_runtime.py tests/test_cuda_compile.py tests/test_backends.py
 
 part benchmark 210 python benchmarks/gpu_mlp.py --steps 50 --repeats 7 --out "$OUT"
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import importlib
 from typing import Any
 
 from graphc.errors import GraphcError
@@ -19,12 +20,20 @@ WORKSPACE_BYTES = 32 << 20  # what NVIDIA recommends for Hopper
 
 
 def _library() -> ctypes.CDLL:
-    import cupy.cuda.cublas  # noqa: F401  (CuPy loads the libcublas it was built against)
+    """The libcublas CuPy uses (found among the loaded libraries once CuPy's cuBLAS module is
+    imported: CuPy's wheels bring their own), else one the dynamic linker finds."""
+    for module in ("cupy_backends.cuda.libs.cublas", "cupy.cuda.cublas"):
+        try:
+            importlib.import_module(module)
+            break
+        except ImportError:
+            continue
     try:
         with open("/proc/self/maps") as maps:
             for line in maps:
-                if "libcublas.so" in line and "libcublasLt" not in line:
-                    return ctypes.CDLL(line.split()[-1])
+                path = line.split()[-1]
+                if "/libcublas.so" in path:
+                    return ctypes.CDLL(path)
     except OSError:
         pass
     for name in ("libcublas.so", "libcublas.so.13", "libcublas.so.12", ctypes.util.find_library("cublas")):
