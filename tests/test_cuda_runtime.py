@@ -184,6 +184,9 @@ def test_steps_replay_one_captured_graph_and_match_the_numpy_backend(stand_in: _
         np.testing.assert_allclose(gpu(x=x, y=y), cpu(x=x, y=y), rtol=2e-4)
     assert stand_in.replays == 4  # the first step runs eagerly and is then captured; the rest replay
     assert {1, 2} <= set(stand_in.kinds)  # inputs and variables copied in, results and state out
+    for x, y in _batches(2, 5):  # another batch size: its own arena and graph, on the same device
+        np.testing.assert_allclose(gpu(x=x, y=y), cpu(x=x, y=y), rtol=2e-4)
+    assert stand_in.replays == 5
     for name, value in cpu.state.values.items():
         np.testing.assert_allclose(gpu.state.values[name], value, rtol=2e-4, atol=1e-5, err_msg=name)
 

@@ -7,7 +7,7 @@ Both generate, print and cache the same program; only binding differs, so
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
@@ -31,16 +31,19 @@ class CudaExecutable:
     inputs: list[Node]
     variables: list[Node]
     emulated: bool
+    _device: Any = field(default=None, repr=False)  # compiled kernels, stream, cuBLAS handle: one per program
 
     def bind(self, variables: Sequence[np.ndarray], arenas: Sequence[np.ndarray], symbols: dict[str, int],
              store: Any) -> StepFunction:
-        if self.emulated:
-            from graphc.backends.cuda.emulator import EmulatedDevice
-            device: Any = EmulatedDevice(self.kernels)
-        else:
-            from graphc.backends.cuda.runtime import CupyDevice
-            device = CupyDevice(self.kernels, self.device_program.kernel_names)
-        return DeviceStep(self.device_program, device, variables, arenas, symbols, store)
+        """A step for one batch size: its own arena and graph, on the program's device."""
+        if self._device is None:
+            if self.emulated:
+                from graphc.backends.cuda.emulator import EmulatedDevice
+                self._device = EmulatedDevice(self.kernels)
+            else:
+                from graphc.backends.cuda.runtime import CupyDevice
+                self._device = CupyDevice(self.kernels, self.device_program.kernel_names)
+        return DeviceStep(self.device_program, self._device, variables, arenas, symbols, store)
 
 
 class CudaBackend(Backend):

@@ -1,6 +1,6 @@
 """Running a :class:`DeviceProgram` on a device: the part the GPU and the emulator share.
 
-A device (CuPy's, or the CPU emulator) knows how to allocate one arena, copy
+A device (CuPy's, or the CPU emulator) knows how to allocate an arena, copy
 bytes in and out of it, launch a kernel, run a GEMM and capture a sequence of
 those into something replayable.  This module lays the program's regions out
 in the arena for one batch size, writes the constants and variables in, and
@@ -22,7 +22,7 @@ ALIGN = 256  # bytes: every region starts on a boundary cuBLAS and vector loads 
 
 
 class Device(Protocol):
-    def allocate(self, nbytes: int) -> int: ...                       # returns the arena's base address
+    def allocate(self, nbytes: int) -> tuple[int, Any]: ...           # the arena's address, and its owner
     def upload(self, address: int, host: np.ndarray) -> None: ...
     def copy_in(self, address: int, array: Any) -> None: ...               # from an array on the device
     def download(self, host: np.ndarray, address: int) -> None: ...
@@ -54,7 +54,7 @@ class DeviceStep:
                  arenas: Sequence[np.ndarray], symbols: dict[str, int], store: Any):
         self.program, self.device, self.symbols, self.store = program, device, symbols, store
         self.offsets, total = layout(program, symbols)
-        self.base = device.allocate(total)
+        self.base, self.arena = device.allocate(total)
         self.host_variables = {var.name: value for (var, _), value in zip(program.variables, variables)}
         self.host_arenas = dict(zip(program.arenas, arenas))
         self.synced = None

@@ -94,11 +94,10 @@ class EmulatedDevice:
 
     def __init__(self, translation_unit: str):
         self.library = build(translation_unit)
-        self.memory = np.empty(0, np.uint8)
 
-    def allocate(self, nbytes: int) -> int:
-        self.memory = np.zeros(nbytes, np.uint8)
-        return self.memory.ctypes.data
+    def allocate(self, nbytes: int) -> tuple[int, np.ndarray]:
+        memory = np.zeros(nbytes, np.uint8)
+        return memory.ctypes.data, memory
 
     def upload(self, address: int, host: np.ndarray) -> None:
         ctypes.memmove(address, host.ctypes.data, host.nbytes)
@@ -124,9 +123,8 @@ class EmulatedDevice:
     def matrix(self, address: int, rows: int, cols: int, ld: int, dtype: str) -> np.ndarray:
         """A column-major rows×cols matrix with leading dimension ld, as cuBLAS reads it."""
         item = ITEM_BYTES[dtype]
-        start = address - self.memory.ctypes.data
-        extent = ((rows - 1) + (cols - 1) * ld + 1) * item if rows and cols else 0
-        return np.ndarray((rows, cols), dtype, buffer=self.memory[start:start + extent].data if extent else None,
+        extent = ((rows - 1) + (cols - 1) * ld + 1) * item
+        return np.ndarray((rows, cols), dtype, buffer=(ctypes.c_char * extent).from_address(address),
                           strides=(item, ld * item))
 
     def gemm(self, step: Gemm, a: int, b: int, c: int, sizes: Mapping[str, int]) -> Callable[[], None]:

@@ -45,12 +45,10 @@ class CupyDevice:
         self.workspace = self.cp.empty(WORKSPACE_BYTES, dtype=self.cp.uint8)
         self.blas = Cublas(self.stream.ptr, self.workspace.data.ptr)
         self.graphs = os.environ.get("GRAPHC_CUDA_GRAPHS", "1") != "0"
-        self.memory: Any = None
-        self.graph: Any = None
 
-    def allocate(self, nbytes: int) -> int:
-        self.memory = self.cp.zeros(nbytes, dtype=self.cp.uint8)
-        return int(self.memory.data.ptr)
+    def allocate(self, nbytes: int) -> tuple[int, Any]:
+        memory = self.cp.zeros(nbytes, dtype=self.cp.uint8)
+        return int(memory.data.ptr), memory
 
     def upload(self, address: int, host: np.ndarray) -> None:
         self.cp.cuda.runtime.memcpyAsync(address, host.ctypes.data, host.nbytes, H2D, self.stream.ptr)
@@ -97,8 +95,8 @@ class CupyDevice:
         try:
             one_by_one()
         finally:
-            self.graph = self.stream.end_capture()
-        graph, stream = self.graph, self.stream
+            graph = self.stream.end_capture()
+        stream = self.stream
         return lambda: graph.launch(stream)
 
     def synchronize(self) -> None:
