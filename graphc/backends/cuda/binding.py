@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 import numpy as np
 
 from graphc.backends.cuda.kernels import BLOCK, MAX_BLOCKS
-from graphc.backends.cuda.program import ITEM_BYTES, Copy, DeviceProgram, Gemm, Launch, Size, Symbol, View
+from graphc.backends.cuda.program import ITEM_BYTES, Copy, DeviceProgram, Gemm, Launch, Symbol, View
 from graphc.ir.shapes import resolve
 from graphc.primitives.misc import check_labels
 

@@ -5,7 +5,7 @@ and the user's line that built them, like the NumPy backend's source.
 """
 from __future__ import annotations
 
-from graphc.backends.cuda.program import Copy, DeviceProgram, Gemm, Launch, Size, Symbol, View
+from graphc.backends.cuda.program import Copy, DeviceProgram, Gemm, Launch, Symbol, View
 
 
 def _argument(arg: object) -> str:
@@ -47,5 +47,3 @@ def listing(device: DeviceProgram) -> str:
                  f"({', '.join(device.written) or 'none'}) back to the host")
     return "\n".join(lines) + "\n"
 
-
-__all__ = ["listing", "Size"]
