@@ -165,7 +165,7 @@ def run_show(args: argparse.Namespace) -> int:
         _print_passes(step)
     for view in views:
         text = equations_text(step.program, tex=args.format == "latex") if view == "equations" else step.show(view)
-        if len(views) == 1:  # one view prints bare, so it can be piped into a file (a .cu file compiles)
+        if view == "kernels":  # bare, so that it can be piped into a file that compiles (a .cu file)
             print(text.rstrip("\n"))
             continue
         print(f"==== {view} ====")

@@ -40,16 +40,6 @@ def _computed():
     return {name: p for name, p in PRIMITIVES.items() if p.kind != LEAF}
 
 
-def test_every_primitive_has_a_numpy_lowering():
-    assert {name for name, p in _computed().items() if "numpy" not in p.lowerings} == set()
-
-
-def test_every_elementwise_primitive_has_a_c_expression():
-    from graphc.ir.primitives import ELEMENTWISE
-    elementwise = {name for name, p in _computed().items() if p.kind in ELEMENTWISE} | {"cast"}
-    assert {name for name in elementwise if "c" not in _computed()[name].lowerings} == set()
-
-
 def test_cuda_backend_lowers_every_primitive():
     from graphc.backends.cuda.codegen import lowers
     from graphc.ir.primitives import PRIMITIVES

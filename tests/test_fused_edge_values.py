@@ -1,7 +1,7 @@
 """Fused C loops on the values where C and NumPy part ways: NaN, infinities, signed zeros,
 subnormals, the largest and smallest normal numbers, integer wrap-around.
 
-Every op the C backend can fuse (``c_kernels.SUPPORTED``) is computed inside a
+Every op the C backend can fuse (those with a C expression, ``c_style.supports``) is computed inside a
 fused group, checked through ``step.plan.groups``, on every pair of such values,
 and compared with NumPy's ufunc of the same dtype.  The operands are parameters
 (fixed addresses, so the group is eligible), and each op's result feeds one
@@ -26,8 +26,7 @@ import numpy as np
 import pytest
 
 import graphc as gc
-from graphc.backends import c_kernels
-from graphc.backends.numpy_lowering import LOWERING
+from graphc.backends import c_kernels, c_style
 from graphc.ir import dtypes
 from graphc.ir.node import Node, make
 from graphc.runtime.step import CompiledStep
@@ -277,7 +276,7 @@ def _sample(op: str, dtype: str) -> Node:
 def test_every_elementwise_primitive_has_a_c_expression() -> None:
     """A new elementwise op (or cast) must be given a C expression, for every dtype it accepts."""
     fusable = {op for op, p in PRIMITIVES.items() if p.kind in ELEMENTWISE} | {"cast"}
-    assert c_kernels.SUPPORTED == fusable
+    assert {op for op in PRIMITIVES if c_style.supports(op)} == fusable
     assert set(OPS) | {"cast"} == fusable, "an op the C backend fuses has no edge-value check here"
     for op in sorted(fusable):
         accepted = 0
@@ -287,11 +286,11 @@ def test_every_elementwise_primitive_has_a_c_expression() -> None:
             except gc.GraphcError:
                 continue  # the op does not accept this dtype
             accepted += 1
-            expression = c_kernels._expression(node, ["a", "b", "c"][:len(node.inputs)])
+            expression = c_style.expression(node, ["a", "b", "c"][:len(node.inputs)])
             assert isinstance(expression, str) and expression, (op, dtype)
         assert accepted, op
 
 
 def test_every_primitive_has_a_numpy_lowering() -> None:
     computed = {op for op, p in PRIMITIVES.items() if p.kind != LEAF}
-    assert set(LOWERING) == computed
+    assert {op for op, p in PRIMITIVES.items() if "numpy" in p.lowerings} == computed

@@ -25,7 +25,7 @@ from graphc.ir.dot import Collapse, draw
 from graphc.ir.node import Node
 from graphc.ir.printing import format_graph
 from graphc.ir.render import svg_or_none
-from graphc.ir.shapes import resolve, symbols_of
+from graphc.ir.shapes import symbols_of
 from graphc.passes.memory import Plan
 from graphc.program import Program
 from graphc.runtime.store import Store
