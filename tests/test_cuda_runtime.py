@@ -114,8 +114,8 @@ def _stand_in(device: _Device) -> types.ModuleType:
     cp.empty = cp.zeros = allocate
     cp.uint8 = np.uint8
     cp.RawModule = RawModule
-    cp.cuda = types.SimpleNamespace(Stream=Stream, runtime=types.SimpleNamespace(
-        getDeviceCount=lambda: 1, memcpyAsync=memcpy_async))
+    cp.cuda = types.SimpleNamespace(Stream=Stream, Event=lambda disable_timing=False: None,
+                                    runtime=types.SimpleNamespace(getDeviceCount=lambda: 1, memcpyAsync=memcpy_async))
     return cp
 
 

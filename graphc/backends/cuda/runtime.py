@@ -45,6 +45,7 @@ class CupyDevice:
         self.workspace = self.cp.empty(WORKSPACE_BYTES, dtype=self.cp.uint8)
         self.blas = Cublas(self.stream.ptr, self.workspace.data.ptr)
         self.graphs = os.environ.get("GRAPHC_CUDA_GRAPHS", "1") != "0"
+        self.ready = self.cp.cuda.Event(disable_timing=True)  # inputs made on another stream are ready
 
     def allocate(self, nbytes: int) -> tuple[int, Any]:
         memory = self.cp.zeros(nbytes, dtype=self.cp.uint8)
@@ -56,9 +57,8 @@ class CupyDevice:
     def copy_in(self, address: int, array: Any) -> None:
         """Copy from an array made on another stream: this stream waits for that one first."""
         array = self.cp.ascontiguousarray(array)
-        ready = self.cp.cuda.Event(disable_timing=True)
-        ready.record(self.cp.cuda.get_current_stream())
-        self.stream.wait_event(ready)
+        self.ready.record(self.cp.cuda.get_current_stream())
+        self.stream.wait_event(self.ready)
         self.cp.cuda.runtime.memcpyAsync(address, array.data.ptr, array.nbytes, D2D, self.stream.ptr)
 
     def download(self, host: np.ndarray, address: int) -> None:
