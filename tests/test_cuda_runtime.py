@@ -33,6 +33,7 @@ class _Device:
         self.capturing: list[Callable[[], None]] | None = None
         self.kinds: list[int] = []
         self.replays = 0
+        self.waits = 0
         self.held: list[np.ndarray] = []
 
     def issue(self, work: Callable[[], None]) -> None:
@@ -114,7 +115,20 @@ def _stand_in(device: _Device) -> types.ModuleType:
     cp.empty = cp.zeros = allocate
     cp.uint8 = np.uint8
     cp.RawModule = RawModule
-    cp.cuda = types.SimpleNamespace(Stream=Stream, Event=lambda disable_timing=False: None,
+    class Event:
+        def __init__(self, disable_timing: bool = False):
+            self.recorded = False
+
+        def record(self, stream: Any) -> None:
+            self.recorded = True
+
+    def wait_event(self: Stream, event: Event) -> None:
+        assert event.recorded, "the stream waits for an event never recorded"
+        device.waits += 1
+
+    Stream.wait_event = wait_event
+    cp.ascontiguousarray = lambda array: array
+    cp.cuda = types.SimpleNamespace(Stream=Stream, Event=Event, get_current_stream=lambda: "another stream",
                                     runtime=types.SimpleNamespace(getDeviceCount=lambda: 1, memcpyAsync=memcpy_async))
     return cp
 
@@ -203,6 +217,23 @@ def test_launch_leaves_out_the_copy_back_until_the_next_call(stand_in: _Device) 
     np.testing.assert_allclose(gpu(x=x, y=y), cpu(x=x, y=y), rtol=2e-4)
     for name, value in cpu.state.values.items():
         np.testing.assert_allclose(gpu.state.values[name], value, rtol=2e-4, atol=1e-5, err_msg=name)
+
+
+class _OnDevice:
+    """An array already on the device, as far as the runtime can tell (its memory is host memory here)."""
+
+    def __init__(self, host: np.ndarray):
+        self.host = np.ascontiguousarray(host)
+        self.shape, self.dtype, self.nbytes = self.host.shape, self.host.dtype, self.host.nbytes
+        self.data = types.SimpleNamespace(ptr=self.host.ctypes.data)
+        self.__cuda_array_interface__ = {"shape": self.shape, "data": (self.data.ptr, False)}
+
+
+def test_inputs_on_the_device_are_copied_on_the_device_after_their_stream(stand_in: _Device) -> None:
+    gpu, cpu = _mlp("cupy"), _mlp("numpy")
+    for x, y in _batches(3, 8):
+        np.testing.assert_allclose(gpu(x=_OnDevice(x), y=_OnDevice(y)), cpu(x=x, y=y), rtol=2e-4)
+    assert stand_in.waits == 6 and 3 in stand_in.kinds  # each input: wait for its stream, copy device to device
 
 
 def test_without_graphs_every_step_launches_one_by_one(stand_in: _Device, monkeypatch: pytest.MonkeyPatch) -> None:
