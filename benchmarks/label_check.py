@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 
 import graphc as gc
-from graphc.ir.primitives import check_labels
+from graphc.primitives.misc import check_labels
 
 
 def _mlp_step() -> Callable[[np.ndarray, np.ndarray], object]:
