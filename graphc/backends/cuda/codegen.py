@@ -7,7 +7,9 @@ the GPU adds is only how each node runs:
 
 * a fused elementwise group (or a lone elementwise op) is one generated kernel;
   operands that are transposed or broadcast views are read through strides, so
-  layout ops cost nothing;
+  layout ops cost nothing; a group of row values (a softmax and its
+  cross-entropy, reductions over the row included) is one kernel with a thread
+  per row;
 * ``matmul`` is a cuBLAS GEMM, with a transposed operand passed as a flag;
 * ``sum`` over the leading or trailing axes of a contiguous array (bias
   gradients, the batch mean) is a GEMM against a vector of ones; other
@@ -37,6 +39,7 @@ from graphc.passes.memory import VIEW_OPS, Buffer, Piece, Plan
 from graphc.program import Program
 
 VARIABLE_KINDS = ("variable", "arena")
+GEMM_SUM_MIN = 64  # reduce by GEMM against ones from this many summed elements on
 # An op's CUDA lowering, registered beside its definition (graphc.primitives), names the method of
 # _Lowering that emits it; "view" (a layout op) and "inline" (numel, an expression inside the kernels
 # that read it) need no code of their own, nor do leaves.  Elementwise ops use their C expression.
@@ -46,7 +49,6 @@ NO_CODE = ("view", "inline")
 def lowers(op: str) -> bool:
     """Can the CUDA backend lower ``op``?"""
     return PRIMITIVES[op].kind == LEAF or supports(op) or lowering(op, "cuda") is not None
-GEMM_SUM_MIN = 64  # reduce by GEMM against ones from this many summed elements on
 
 
 class _Lowering:
@@ -57,11 +59,10 @@ class _Lowering:
         self.steps: list = []
         self.kernels: list[str] = []
         self.kernel_names: list[str] = []
-        self.views: dict[Node, Optional[View]] = {}
+        self.views: dict[Node, View] = {}
         self.constants: dict[str, np.ndarray] = {}
         self.ones: dict[str, Size] = {}
         self.group_of = {m: g for g in plan.groups for m in g.members}
-        self.internal = {m for g in plan.groups for m in set(g.members) - set(g.outputs)}
         self.ir_name = Namer()
         self.random_ops = 0
         self.labels: list[tuple[str, int, str]] = []
@@ -109,8 +110,8 @@ class _Lowering:
 
     def view(self, node: Node) -> View:
         """Where ``node``'s value is, materializing it if it has no place of its own."""
-        if node in self.views and self.views[node] is not None:
-            return self.views[node]  # type: ignore[return-value]
+        if node in self.views:
+            return self.views[node]
         view = self._place(node)
         if view is None:
             view = self._derived(node)
@@ -131,7 +132,8 @@ class _Lowering:
         return None
 
     def _derived(self, node: Node) -> View:
-        """A view op's view of its operand; a constant's region; else a scratch region, filled here."""
+        """A view op's view of its operand; a constant's region; else a region of its own (a value
+        the plan did not place: computed there when it is emitted, or here for ``numel``)."""
         op = node.op
         if op == "constant":
             name = f"k{len(self.constants)}"
