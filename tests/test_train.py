@@ -303,6 +303,7 @@ def test_learning_rate_decays_each_epoch(tmp_path: Path) -> None:
     ({"batch_size": 0}, "batch_size"),
     ({"epochs": 0}, "epochs"),
     ({"momentum": 0.9}, "unknown trainer option 'momentum'"),
+    ({"backend": "tpu"}, "backend must be one of numpy, cupy, cuda-emulator, got 'tpu'"),
 ])
 def test_bad_options_are_refused(options: dict[str, Any], complaint: str) -> None:
     with pytest.raises(ConfigError, match=complaint):

@@ -32,7 +32,7 @@ from typing import Any, Callable, Mapping, Optional
 import numpy as np
 from tqdm import tqdm
 
-from graphc import nn, ops, optim
+from graphc import backends, nn, ops, optim
 from graphc.compiler import compile as compile_graph
 from graphc.composites import softmax_cross_entropy
 from graphc.data import Batches, load_fashion_mnist, load_mnist, train_val_split
@@ -125,7 +125,8 @@ class TrainConfig:
                  "early stopping (patience) watches validation accuracy; set val_fraction above 0")
         _require(isinstance(self.optimizer_options, dict),
                  f"optimizer_options must be a dict, got {type(self.optimizer_options).__name__}")
-        _require(self.backend == "numpy", f"backend must be 'numpy', got {self.backend!r}")
+        _require(self.backend in backends.NAMES,
+                 f"backend must be one of {', '.join(backends.NAMES)}, got {self.backend!r}")
         _require(is_number(self.max_loss) and self.max_loss > 0,
                  f"max_loss must be a positive number, got {self.max_loss!r}")
         _require(isinstance(self.check_numerics, bool),
