@@ -5,6 +5,7 @@ from __future__ import annotations
 import tracemalloc
 
 import inspect
+import re
 
 import numpy as np
 import pytest
@@ -145,6 +146,23 @@ def test_the_whole_adam_update_is_one_fused_loop():
     assert len(flat) == 1
     written = {n for n in flat[0].outputs}
     assert len(written) == 3  # θ, m and v, each written once
+
+
+@pytest.mark.skipif(not c_kernels.compiler(), reason="no C compiler")
+def test_layers_with_the_same_loop_share_one_kernel():
+    """Six equal hidden layers: their bias+ReLU groups (and ReLU masks) are one C function each,
+    called once per layer with that layer's pointers, and the step still matches the reference."""
+    step = gc.compile(_mlp(hidden=(16,) * 6), optimizer=gc.optim.Adam(1e-3))
+    defined = re.findall(r"void (fused\d+)\(", step.generated.kernels)
+    called = re.findall(r"^\s*(fused\d+)\(P(\d+), D\2\)", step.source, re.MULTILINE)
+    assert len(called) == len(step.plan.groups) and len(defined) == len(set(defined))
+    assert {name for name, _ in called} == set(defined)
+    assert len(defined) <= len(called) - 10  # at least two loops shared across the six layers
+    x, y = _batch(24)
+    want_loss, want_updates = step.reference(x=x, y=y)
+    np.testing.assert_allclose(step(x=x, y=y), want_loss, rtol=1e-6)
+    for name, value in want_updates.items():
+        np.testing.assert_allclose(step.state.values[name], value, rtol=1e-5, atol=1e-7, err_msg=name)
 
 
 def test_second_compile_of_the_same_model_is_a_cache_hit():

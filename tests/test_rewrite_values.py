@@ -322,6 +322,23 @@ def test_every_rule_has_patterns() -> None:
     assert all(any(p.fires for p in PATTERNS[name]) for name in names)
 
 
+def _replaces(rule: Rule, node: Node) -> bool:
+    replacement = rule(node)
+    return replacement is not None and replacement is not node
+
+
+def test_rules_fire_only_on_the_ops_they_declare() -> None:
+    """A phase offers a rule only the ops it declares (``rewrite.matches``): every rule, called
+    directly on every node of every pattern, may replace only nodes of those ops."""
+    nodes = {n for patterns in PATTERNS.values() for p in patterns for n in _program(p).nodes()}
+    for rule in RULES:
+        declared = getattr(rule, "ops", None)
+        fired_on = {n.op for n in nodes if _replaces(rule, n)}
+        assert fired_on, f"{rule.__name__} fired on no pattern node"
+        if declared is not None:
+            assert fired_on <= declared, f"{rule.__name__} fires on {sorted(fired_on - declared)} undeclared"
+
+
 def test_stabilized_rules_are_right_where_the_naive_form_overflows() -> None:
     """On inputs where exp overflows, the unrewritten program is inf/NaN; the rewritten one must be
     the exact value, transcribed here, not merely finite."""

@@ -127,6 +127,15 @@ def kernel_source(name: str, group: Group, describe: Callable[[Node], str]) -> s
     return "\n".join(lines)
 
 
+def _without_comments(source: str) -> str:
+    return re.sub(r"/\*.*?\*/", "", source)
+
+
+def loop_code(kernel: str) -> str:
+    """What a kernel computes, without its name and comments: equal for groups one function can run."""
+    return _without_comments(kernel.split("\n", 1)[1])
+
+
 def pointer_operands(group: Group) -> list[Node]:
     return [n for n in group.inputs if n.op != "constant" or n.attrs["value"].array.size > 1] + group.outputs
 
@@ -158,7 +167,7 @@ def build(source: str, names: Sequence[str]) -> Optional[dict[str, Callable]]:
     full = PRELUDE + source + "\n"
     # Comments (the IR each line came from) do not change the binary: leave them out of the key,
     # so an equal model rebuilt with other node numbers finds its library.
-    code = re.sub(r"/\*.*?\*/", "", full)
+    code = _without_comments(full)
     tag = hashlib.sha256("\0".join([code, cc, *FLAGS, platform.machine(), _cpu_tag()]).encode()).hexdigest()[:24]
     folder = _cache_dir()
     try:

@@ -108,7 +108,9 @@ class _Writer:
             self.names[leaf] = _identifier(leaf.name, self.taken)
         self.bind_known.update(self.variables)
         self.group_of = {m: g for g in plan.groups for m in g.members}
-        self.kernels: list[str] = []  # C source of each fused group
+        self.kernels: list[str] = []  # C source of each distinct fused loop
+        self.kernel_names: dict[str, str] = {}  # a loop's code (no name, no comments) → its function
+        self.calls = 0  # fused groups called so far
 
     def ref(self, node: Node) -> str:
         return self.ctx.constant(node) if node.op == "constant" else self.names[node]
@@ -177,10 +179,19 @@ class _Writer:
         self.step_lines.append(f"{lower(node)(args, node, self.ctx, self.names[node])}  # {comment}")
 
     def _call_kernel(self, group: Group) -> None:
-        """One call runs the whole group; its outputs land in their planned places."""
-        k = len(self.kernels)
+        """One call runs the whole group; its outputs land in their planned places.
+
+        Groups that compile to the same loop (each layer of a deep stack has its own bias
+        and activation group) share one C function: the library, and the C compiler's work,
+        grow with the kinds of loop, not with the depth of the model."""
+        k = self.calls
+        self.calls += 1
+        name = f"fused{len(self.kernels)}"
         described = {m: self.comment(m) for m in group.members}
-        self.kernels.append(c_kernels.kernel_source(f"fused{k}", group, described.__getitem__))
+        source = c_kernels.kernel_source(name, group, described.__getitem__)
+        function = self.kernel_names.setdefault(c_kernels.loop_code(source), name)
+        if function == name:
+            self.kernels.append(source)
         for out in group.outputs:
             self.names[out] = self.place_name(self.plan.place[out])
             self.bind_known.add(out)
@@ -188,7 +199,8 @@ class _Writer:
         self.bind_lines.append(f"P{k} = c.pointers([{', '.join(operands)}])")
         self.bind_lines.append(f"D{k} = c.dims({self.names[group.outputs[0]]}.shape)")
         ir = " ".join(self.ir_name(m) for m in group.members)
-        self.step_lines.append(f"fused{k}(P{k}, D{k})  # fused {ir}: {len(group.members)} ops in one loop")
+        self.step_lines.append(f"{function}(P{k}, D{k})  # fused {ir}: {len(group.members)} ops in one loop")
+
     def _owned(self, node: Node) -> bool:
         """Does the step own this value's memory (a buffer, a variable, or a view of one)?"""
         return node.is_variable or node in self.plan.place or self.plan.is_view(node) or node.op == "constant"

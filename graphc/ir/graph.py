@@ -1,12 +1,14 @@
-"""Graph analyses, done with networkx on a DiGraph view of the IR.
+"""Graph analyses: ancestors and topological order by walking operands, the rest
+with networkx on a DiGraph view of the IR.
 
 Edges run from an operand to its user.  Orders are made deterministic by node
 serial (creation order), so printed graphs and generated code read in the order
-the user wrote the model.
+the user wrote the model.  The walks that every pass repeats (ancestors, order)
+need no graph object: they run in time linear in the nodes they visit.
 """
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Container, Iterable, Sequence
 
 import networkx as nx
 
@@ -28,19 +30,44 @@ def to_networkx(outputs: Sequence[Node]) -> nx.DiGraph:
     return graph
 
 
+def ancestors(outputs: Sequence[Node], stop: Container[Node] = ()) -> set[Node]:
+    """The outputs and every node they depend on, not looking past the nodes in ``stop``."""
+    found: set[Node] = set()
+    stack = [n for n in outputs if n not in stop]
+    while stack:
+        node = stack.pop()
+        if node in found:
+            continue
+        found.add(node)
+        stack.extend(i for i in node.inputs if i not in found and i not in stop)
+    return found
+
+
 def toposort(outputs: Sequence[Node]) -> list[Node]:
-    """Every node the outputs depend on, operands first, ties broken by creation order."""
-    return list(nx.lexicographical_topological_sort(to_networkx(outputs), key=lambda n: n.serial))
+    """Every node the outputs depend on, operands first, ties broken by creation order.
+
+    A node is made after its operands (nodes are immutable), so creation order is
+    itself a topological order, and the earliest-created ready node is always the
+    earliest-created node left: sorting by serial gives the lexicographical
+    topological order without building a graph.
+    """
+    return sorted(ancestors(outputs), key=_serial)
+
+
+def _serial(node: Node) -> int:
+    return node.serial
 
 
 def depends_on(outputs: Sequence[Node], sources: Iterable[Node]) -> set[Node]:
-    """The nodes among the outputs' ancestors that lie on a path from some source."""
-    graph = to_networkx(outputs)
+    """The nodes among the outputs' ancestors that lie on a path from some source.
+
+    One pass in topological order (a node is on such a path if it is a source or
+    reads a node that is), rather than a graph search per source."""
+    sources = set(sources)
     found: set[Node] = set()
-    for source in sources:
-        if source in graph:
-            found.add(source)
-            found |= nx.descendants(graph, source)
+    for node in toposort(outputs):
+        if node in sources or any(i in found for i in node.inputs):
+            found.add(node)
     return found
 
 

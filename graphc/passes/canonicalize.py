@@ -17,9 +17,9 @@ import numpy as np
 
 from graphc import ops
 from graphc.ir.node import Node, make
-from graphc.ir.primitives import RANDOM
+from graphc.ir.primitives import ELEMENTWISE, RANDOM, UNARY
 from graphc.ir.shapes import ShapeMismatch, broadcast
-from graphc.passes.rewrite import rebuild
+from graphc.passes.rewrite import matches, ops_of_kind, rebuild
 from graphc.passes.patterns import all_constant, is_const, is_elementwise, static_numel
 
 _FOLD_LIMIT = 64  # fold small constants only: a folded 784x256 broadcast would bloat the program
@@ -35,6 +35,7 @@ def fold_constants(n: Node) -> Optional[Node]:
     return ops.constant(np.asarray(value, dtype=n.dtype), n.dtype)
 
 
+@matches("stop_gradient")
 def drop_stop_gradient(n: Node) -> Optional[Node]:
     """After differentiation, stop_gradient is the identity."""
     return n.inputs[0] if n.op == "stop_gradient" else None
@@ -44,6 +45,7 @@ def _same_type(a: Node, n: Node) -> Optional[Node]:
     return a if a.shape == n.shape and a.dtype == n.dtype else None
 
 
+@matches("add", "sub", "mul", "div", "pow")
 def identity_arithmetic(n: Node) -> Optional[Node]:
     """x + 0, 0 + x, x - 0, x * 1, 1 * x, x / 1, x ** 1 → x (when shapes agree).
 
@@ -59,10 +61,12 @@ def identity_arithmetic(n: Node) -> Optional[Node]:
     return None
 
 
+@matches("neg")
 def double_negation(n: Node) -> Optional[Node]:
     return n.inputs[0].inputs[0] if n.op == "neg" and n.inputs[0].op == "neg" else None
 
 
+@matches("add", "sub")
 def subtract_negation(n: Node) -> Optional[Node]:
     """a - (-b) → a + b;  a + (-b) → a - b."""
     if n.op in ("add", "sub") and n.inputs[1].op == "neg":
@@ -70,6 +74,7 @@ def subtract_negation(n: Node) -> Optional[Node]:
     return None
 
 
+@matches("reshape", "broadcast_to", "transpose")
 def trivial_layout(n: Node) -> Optional[Node]:
     """A reshape or broadcast to the operand's own shape, an identity transpose."""
     if n.op in ("reshape", "broadcast_to") and n.inputs[0].shape == n.shape:
@@ -79,6 +84,7 @@ def trivial_layout(n: Node) -> Optional[Node]:
     return None
 
 
+@matches("reshape", "broadcast_to", "transpose")
 def merge_layout(n: Node) -> Optional[Node]:
     """reshape∘reshape → reshape; transpose∘transpose → transpose; broadcast∘broadcast → broadcast."""
     if not n.inputs or n.inputs[0].op != n.op:
@@ -94,6 +100,7 @@ def merge_layout(n: Node) -> Optional[Node]:
     return None
 
 
+@matches(*ops_of_kind(*ELEMENTWISE))
 def implicit_broadcast(n: Node) -> Optional[Node]:
     """An elementwise op broadcasts by itself: feed it what a broadcast_to operand broadcasts."""
     if not is_elementwise(n):
@@ -115,6 +122,7 @@ def _rebuild(n: Node, inputs: list[Node]) -> Node:
     return rebuild(n, inputs)
 
 
+@matches(*ops_of_kind(UNARY))
 def unary_before_broadcast(n: Node) -> Optional[Node]:
     """f(broadcast(x)) → broadcast(f(x)): compute on the small operand."""
     if n.kind == "unary" and n.inputs[0].op == "broadcast_to":
@@ -123,6 +131,7 @@ def unary_before_broadcast(n: Node) -> Optional[Node]:
     return None
 
 
+@matches("reshape")
 def reshape_of_broadcast_scalar(n: Node) -> Optional[Node]:
     """reshape(broadcast(s)) of a single value s → broadcast(reshape(s))."""
     if n.op == "reshape" and n.inputs[0].op == "broadcast_to":
@@ -132,6 +141,7 @@ def reshape_of_broadcast_scalar(n: Node) -> Optional[Node]:
     return None
 
 
+@matches("mul")
 def multiply_by_ones(n: Node) -> Optional[Node]:
     """x * broadcast(1) → broadcast(x): the ones only carried a shape."""
     if n.op != "mul":
@@ -145,6 +155,7 @@ def multiply_by_ones(n: Node) -> Optional[Node]:
     return None
 
 
+@matches("sum")
 def scalar_out_of_sum(n: Node) -> Optional[Node]:
     """Σ (s · x) → s · Σ x for a single value s: one multiply on the reduced result."""
     if n.op != "sum" or n.inputs[0].op != "mul":
@@ -157,6 +168,7 @@ def scalar_out_of_sum(n: Node) -> Optional[Node]:
     return None
 
 
+@matches("neg")
 def negate_scalar_factor(n: Node) -> Optional[Node]:
     """-(s · x) → (-s) · x and -(c / x) → (-c) / x for a single value s or constant c:
     the negation moves onto the one-element operand."""
@@ -171,6 +183,7 @@ def negate_scalar_factor(n: Node) -> Optional[Node]:
     return None
 
 
+@matches(*ops_of_kind(UNARY))
 def unary_before_reshape(n: Node) -> Optional[Node]:
     """f(reshape(x)) → reshape(f(x)), so chains of reshapes can merge."""
     if n.kind == "unary" and n.inputs[0].op == "reshape":
@@ -178,6 +191,7 @@ def unary_before_reshape(n: Node) -> Optional[Node]:
     return None
 
 
+@matches("reshape")
 def drop_kept_dims(n: Node) -> Optional[Node]:
     """reshape(sum(x, keepdims=True)) to the reduced shape → sum(x): one node, no reshape."""
     if n.op == "reshape" and n.inputs[0].op in ("sum", "max") and n.inputs[0].attrs["keepdims"]:
@@ -192,6 +206,7 @@ def _rebuild_attrs(n: Node, **changes: object) -> Node:
     return make(n.op, n.inputs, **{**n.attrs, **changes})
 
 
+@matches("numel")
 def numel_from_an_input(n: Node) -> Optional[Node]:
     """A symbolic size read off a fed input, not off a computed value: the count
     depends only on the shape, and reading it from the loss would keep the forward

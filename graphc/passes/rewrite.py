@@ -12,12 +12,29 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Optional, Sequence
 
-from graphc.ir.graph import toposort
+from graphc.ir.graph import ancestors
 from graphc.ir.node import Node, make
+from graphc.ir.primitives import PRIMITIVES
 from graphc.ir.site import rebuilding
 from graphc.program import Program
 
 Rule = Callable[[Node], Optional[Node]]
+
+
+def matches(*ops: str) -> Callable[[Rule], Rule]:
+    """Declare the ops a rule can fire on, so a phase offers it no other node.
+
+    A rule without the declaration is offered every node (constant folding looks
+    at any op)."""
+    def mark(rule: Rule) -> Rule:
+        rule.ops = frozenset(ops)  # type: ignore[attr-defined]
+        return rule
+    return mark
+
+
+def ops_of_kind(*kinds: str) -> tuple[str, ...]:
+    """The names of the primitives of the given kinds, for ``matches``."""
+    return tuple(name for name, prim in PRIMITIVES.items() if prim.kind in kinds)
 
 
 @dataclass
@@ -25,6 +42,11 @@ class Phase:
     name: str
     rules: Sequence[Rule]
     fired: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # The rules that may fire on each op, in the phase's order: a node meets only these.
+        self.by_op: dict[str, list[Rule]] = {
+            op: [r for r in self.rules if op in getattr(r, "ops", (op,))] for op in PRIMITIVES}
 
 
 def rebuild(node: Node, inputs: Sequence[Node], renamed: Mapping[Node, Node] = {}) -> Node:
@@ -37,21 +59,31 @@ def rebuild(node: Node, inputs: Sequence[Node], renamed: Mapping[Node, Node] = {
 def _rewrite_node(node: Node, memo: dict[Node, Node], phase: Phase) -> Node:
     current = rebuild(node, [memo[i] for i in node.inputs], memo)
     for _ in range(32):  # a rule chain longer than this would be a cycle between rules
-        for rule in phase.rules:
-            with rebuilding(current, memo):
-                replacement = rule(current)
-            if replacement is not None and replacement is not current:
-                phase.fired[rule.__name__] = phase.fired.get(rule.__name__, 0) + 1
-                current = _settle(replacement, memo, phase)
-                break
-        else:
+        with rebuilding(current, memo):
+            fired = _first_firing(phase.by_op[current.op], current)
+        if fired is None:
             return current
+        rule, replacement = fired
+        phase.fired[rule.__name__] = phase.fired.get(rule.__name__, 0) + 1
+        current = _settle(replacement, memo, phase)
     return current
 
 
+def _first_firing(rules: Sequence[Rule], node: Node) -> Optional[tuple[Rule, Node]]:
+    """The first rule that replaces ``node``, with its replacement."""
+    for rule in rules:
+        replacement = rule(node)
+        if replacement is not None and replacement is not node:
+            return rule, replacement
+    return None
+
+
 def _settle(node: Node, memo: dict[Node, Node], phase: Phase) -> Node:
-    """Rewrite the new nodes a rule built (their operands may be rewritable too)."""
-    for sub in toposort([node]):
+    """Rewrite the new nodes a rule built (their operands may be rewritable too).
+
+    Nodes already in ``memo`` are done, and so is everything beneath them: the walk
+    stops there, so a rule firing costs the size of what it built, not of the graph."""
+    for sub in sorted(ancestors([node], stop=memo), key=lambda n: n.serial):
         if sub not in memo:
             memo[sub] = sub if not sub.inputs else _rewrite_node(sub, memo, phase)
     return memo[node]

@@ -11,9 +11,11 @@ from typing import Optional
 from graphc import ops
 from graphc.ir import dtypes
 from graphc.ir.node import Node
+from graphc.passes.rewrite import matches
 from graphc.passes.patterns import scalar_value
 
 
+@matches("div")
 def divide_by_constant(n: Node) -> Optional[Node]:
     """x / c → x · (1/c): a multiply is several times cheaper than a divide."""
     if n.op == "div" and dtypes.is_float(n.dtype):
@@ -23,6 +25,7 @@ def divide_by_constant(n: Node) -> Optional[Node]:
     return None
 
 
+@matches("pow")
 def power_special_cases(n: Node) -> Optional[Node]:
     """x ** 0.5 → sqrt(x); x ** -1 → 1 / x; x ** 2 → x · x."""
     if n.op != "pow" or n.inputs[1].ndim != 0:

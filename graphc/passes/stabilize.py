@@ -11,12 +11,15 @@ from typing import Optional
 
 from graphc import ops
 from graphc.ir.node import Node
+from graphc.passes.rewrite import matches
 
 
+@matches("log")
 def log_of_exp(n: Node) -> Optional[Node]:
     return n.inputs[0].inputs[0] if n.op == "log" and n.inputs[0].op == "exp" else None
 
 
+@matches("log")
 def log_of_exp_ratio(n: Node) -> Optional[Node]:
     """log(exp(u) / d) → u − log(d): never forms the ratio that underflows to 0."""
     if n.op == "log" and n.inputs[0].op == "div" and n.inputs[0].inputs[0].op == "exp":
@@ -26,6 +29,7 @@ def log_of_exp_ratio(n: Node) -> Optional[Node]:
     return None
 
 
+@matches("sum")
 def one_hot_rows_sum_to_one(n: Node) -> Optional[Node]:
     """Σ_k onehot(y)_k = 1 (labels are assumed in range, as cross-entropy requires)."""
     if n.op == "sum" and n.inputs[0].op == "one_hot" and n.attrs["axes"] == (n.inputs[0].ndim - 1,):
