@@ -39,8 +39,9 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from graphc.backends.c_style import C_TYPES, expression, literal, supports
+from graphc.ir import dtypes
 from graphc.ir.node import Node
-from graphc.passes.fusion import Group
+from graphc.passes.fusion import Group, same_shape
 
 FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-ffp-contract=off", "-fwrapv", "-shared", "-fPIC"]
 
@@ -95,7 +96,8 @@ def kernel_source(name: str, group: Group, describe: Callable[[Node], str]) -> s
         const = "const " if k < inputs else ""
         lines.append(f"    {const}{C_TYPES[node.dtype]} *a{k} = ({const}{C_TYPES[node.dtype]} *)p[{k}];")
     slot = {n: k for k, n in enumerate(operands)}
-    body = [f"const int64_t o = {_index(group.members[-1], ndim) if ndim else '0'};"]
+    whole = next(m for m in reversed(group.members) if m.op != "sum")  # indexed by the whole loop
+    body = [f"const int64_t o = {_index(whole, ndim) if ndim else '0'};"]
     for node in group.inputs:
         if node not in slot:
             local[node] = literal(node.attrs["value"].array.reshape(()).item(), node.dtype)
@@ -105,12 +107,18 @@ def kernel_source(name: str, group: Group, describe: Callable[[Node], str]) -> s
         else:
             local[node] = f"a{slot[node]}[{_index(node, ndim) if ndim else '0'}]"
     for j, node in enumerate(group.members):
+        if node.op == "sum":  # a column sum (see is_column_sum): zeroed first, one row added per i0
+            lines.append(f"    for (int64_t j = 0; j < {' * '.join(f'd[{k}]' for k in range(1, ndim))}; j++) "
+                         f"a{slot[node]}[j] = 0;")
+            body.append(f"a{slot[node]}[{_index(node, ndim)}] += {local[node.inputs[0]]};  /* {describe(node)} */")
+            continue
         var = f"v{j}"
         body.append(f"const {C_TYPES[node.dtype]} {var} = {expression(node, [local[i] for i in node.inputs])};"
                     f"  /* {describe(node)} */")
         local[node] = var
     for node in group.outputs:
-        body.append(f"a{slot[node]}[o] = {local[node]};")
+        if node.op != "sum":
+            body.append(f"a{slot[node]}[o] = {local[node]};")
     indent = "    "
     for axis in range(ndim):
         if axis == ndim - 1:
@@ -276,8 +284,26 @@ def dims(shape: Sequence[int]) -> ctypes.Array:
 
 def eligible(node: Node) -> bool:
     """Can ``node`` be a member of a fused C group?  Its operands must have addresses fixed
-    when the step is bound (buffers, variables, views of them), not fed arrays or strided views."""
-    return supports(node.op) and all(_fixed_address(i) for i in node.inputs)
+    when the step is bound (buffers, variables, views of them), not fed arrays or strided views.
+    A column sum may join the group of the value it sums (see ``joins``)."""
+    return (supports(node.op) and all(_fixed_address(i) for i in node.inputs)) or is_column_sum(node)
+
+
+def is_column_sum(node: Node) -> bool:
+    """A float sum over the first axis of an array of two or more dimensions (a bias gradient).
+
+    In a loop over its operand's elements it accumulates row by row, in the order NumPy adds
+    along that axis (one row after another), so the result is NumPy's bit for bit."""
+    return (node.op == "sum" and node.attrs["axes"] == (0,) and node.inputs[0].ndim >= 2
+            and dtypes.is_float(node.dtype))
+
+
+def joins(operand: Node, node: Node) -> bool:
+    """Elementwise ops of one shape share a loop, and a column sum joins the loop of the value it
+    sums; nothing in the loop may read a column sum, which is complete only when the loop ends."""
+    if is_column_sum(operand):
+        return False
+    return is_column_sum(node) or same_shape(operand, node)
 
 
 def _fixed_address(node: Node) -> bool:

@@ -197,7 +197,7 @@ class _Writer:
             self.bind_known.add(out)
         operands = [self.ref(n) for n in c_kernels.pointer_operands(group)]
         self.bind_lines.append(f"P{k} = c.pointers([{', '.join(operands)}])")
-        self.bind_lines.append(f"D{k} = c.dims({self.names[group.outputs[0]]}.shape)")
+        self.bind_lines.append(f"D{k} = c.dims({self.ctx.shape(group.shape)})")
         ir = " ".join(self.ir_name(m) for m in group.members)
         self.step_lines.append(f"{function}(P{k}, D{k})  # fused {ir}: {len(group.members)} ops in one loop")
 
@@ -287,6 +287,9 @@ class NumpyBackend(Backend):
 
     def fusable(self, node: Node) -> bool:
         return c_kernels.eligible(node)
+
+    def joins(self, operand: Node, node: Node) -> bool:
+        return c_kernels.joins(operand, node)
 
     def fuses(self) -> bool:
         return c_kernels.compiler() is not None

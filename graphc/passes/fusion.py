@@ -3,8 +3,10 @@
 A group is a set of nodes that execute together at the position of their last
 member: by default elementwise nodes of one shape; a backend may let other
 nodes in (``eligible``) and relax the shape rule (``joins``), as the CUDA
-backend does to run a softmax's rows, reductions included, in one kernel.  A node joins the group of an operand only
-if nothing outside the group needs that group's values before this node runs
+backend does to run a softmax's rows, reductions included, in one kernel, and
+the C loops do to accumulate column sums.  A node joins the group of an operand
+only if ``joins`` accepts every member of that group it reads, and if nothing
+outside the group needs that group's values before this node runs
 (otherwise moving the group later would starve that reader).  Members read
 outside the group, or kept by the program, are the group's outputs; the rest
 never touch memory.  Fusion only regroups the schedule: the graph is unchanged,
@@ -54,7 +56,10 @@ def fuse(program: Program, schedule: list[Node], eligible: Callable[[Node], bool
             g = group_of.get(operand)
             if g is None or g in joinable or not joins(operand, n):
                 continue
-            if all(pos[c] >= pos[n] or group_of.get(c) is g for m in g.members for c in consumers[m]):
+            # Every member n reads must be one it may join: a value the loop is still
+            # accumulating (a C loop's column sum) is not, whichever operand n joins through.
+            if (all(pos[c] >= pos[n] or group_of.get(c) is g for m in g.members for c in consumers[m])
+                    and all(joins(i, n) for i in n.inputs if group_of.get(i) is g)):
                 joinable.append(g)
         group = joinable[0] if joinable else Group(n.shape)
         for other in joinable[1:]:

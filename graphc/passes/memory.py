@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Optional, Sequence, Union
 
 from graphc.ir.node import Node
-from graphc.ir.primitives import ELEMENTWISE
+from graphc.ir.primitives import ELEMENTWISE, REDUCE
 from graphc.ir.shapes import Shape
 from graphc.passes.fusion import Group
 from graphc.program import Program
@@ -291,8 +291,8 @@ class _Planner:
     def _dying_operand(self, node: Node, until: dict[Buffer, int], here: int) -> Optional[Buffer]:
         """An operand's buffer whose last use is this elementwise op: overwrite it in place."""
         group = self.group_of.get(node)
-        if node.kind not in ELEMENTWISE and group is None:
-            return None
+        if (node.kind not in ELEMENTWISE and group is None) or node.kind == REDUCE:
+            return None  # a fused column sum is zeroed before its loop reads the group's inputs
         # A lone where overwrites only its 'else' operand: NumPy copies the 'then' values over it
         # through the mask, with no temporary (overwriting 'then' would need the negated mask).
         operands = group.inputs if group is not None else node.inputs[2:] if node.op == "where" else node.inputs
