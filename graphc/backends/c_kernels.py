@@ -12,7 +12,8 @@ max/min/relu/sign, NumPy's choice between 0 and -0, wrapping integer overflow
 (``-fwrapv``), any non-zero value cast to bool is true.  A float cast to an
 integer type is undefined for NaN, infinities and values out of range, in C as
 in NumPy (which warns).  Transcendentals come from libm, which may differ from NumPy's own in
-the last bit, and subnormal numbers flush to zero (see ``PRELUDE``).
+the last bit (exp, log and tanh from libmvec where it exists: a few bits, see
+``vector_math``), and subnormal numbers flush to zero (see ``PRELUDE``).
 
 Compiled libraries are cached on disk under a name holding a digest of their
 source and one of their own bytes, and checked against both before loading: a
@@ -38,6 +39,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from graphc.backends import vector_math
 from graphc.backends.c_style import C_TYPES, expression, literal, supports
 from graphc.ir import dtypes
 from graphc.ir.node import Node
@@ -172,11 +174,12 @@ def build(source: str, names: Sequence[str]) -> Optional[dict[str, Callable]]:
     cc = compiler()
     if cc is None:
         return None
-    full = PRELUDE + source + "\n"
+    full = PRELUDE + vector_math.declarations() + source + "\n"
     # Comments (the IR each line came from) do not change the binary: leave them out of the key,
     # so an equal model rebuilt with other node numbers finds its library.
     code = _without_comments(full)
-    tag = hashlib.sha256("\0".join([code, cc, *FLAGS, platform.machine(), _cpu_tag()]).encode()).hexdigest()[:24]
+    tag = hashlib.sha256("\0".join([code, cc, *FLAGS, *vector_math.options(), platform.machine(),
+                                    _cpu_tag()]).encode()).hexdigest()[:24]
     folder = _cache_dir()
     try:
         functions = _load_cached(folder, tag, names)
@@ -238,8 +241,8 @@ def _compile_into(cc: str, source: str, folder: Path, tag: str) -> None:
         c_file.write_text(source)
         built = Path(tmp) / "kernels.so"
         try:
-            result = subprocess.run([cc, *FLAGS, "-o", str(built), str(c_file), "-lm"], capture_output=True,
-                                    text=True)
+            result = subprocess.run([cc, *FLAGS, "-o", str(built), str(c_file), *vector_math.options(), "-lm"],
+                                    capture_output=True, text=True)
         except OSError as exc:
             raise KernelCacheError(f"the C compiler {cc} cannot run: {exc.strerror or exc}") from None
         if result.returncode != 0:

@@ -19,7 +19,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from graphc.backends import c_kernels, numpy_kernels
+from graphc.backends import c_kernels, numpy_kernels, vector_math
 from graphc.backends.base import Backend, KernelBuildFailed
 from graphc.backends.numpy_lowering import lower
 from graphc.ir.shapes import resolve
@@ -295,7 +295,9 @@ class NumpyBackend(Backend):
         return c_kernels.compiler() is not None
 
     def cache_tag(self, passes: bool) -> str:
-        return "numpy+c" if passes and self.fuses() else "numpy" if passes else "numpy-unplanned"
+        if passes and self.fuses():  # the C loops call libmvec or scalar libm: different code
+            return "numpy+c" + ("+libmvec" if vector_math.enabled() else "")
+        return "numpy" if passes else "numpy-unplanned"
 
     def generate(self, program: Program, plan: Plan) -> Generated:
         return generate(program, plan)
