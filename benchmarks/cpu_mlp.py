@@ -218,6 +218,26 @@ def train_epoch(step: Callable, x: np.ndarray, y: np.ndarray, batch: int) -> flo
     return float(loss)
 
 
+def timing_batches(x: np.ndarray, y: np.ndarray, batch: int, steps: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``steps`` shuffled batches, the same for every version."""
+    order = np.random.default_rng(batch).permutation(len(x))
+    return [(np.ascontiguousarray(x[order[i:i + batch]]), y[order[i:i + batch]])
+            for i in range(0, steps * batch, batch)]
+
+
+def interleaved_times(versions: dict[str, Callable], batches: list, rounds: int) -> dict[str, list[float]]:
+    """ms per step of each version, one figure per round; versions take turns within a round,
+    so drift on a shared machine hits all alike."""
+    times: dict[str, list[float]] = {name: [] for name in versions}
+    for _ in range(rounds):
+        for name, step in versions.items():
+            started = time.perf_counter()
+            for xb, yb in batches:
+                step(xb, yb)
+            times[name].append((time.perf_counter() - started) / len(batches) * 1e3)
+    return times
+
+
 def peak_bytes(step: Callable, x: np.ndarray, y: np.ndarray) -> int:
     tracemalloc.start()
     try:
@@ -245,16 +265,8 @@ def run(batch: int, rounds: int, steps: int, data) -> None:
         versions["JAX jit"] = jax
     versions[FLOOR] = GemmChain(weights)
     final_loss = {name: train_epoch(step, x, y, batch) for name, step in versions.items()}
-    order = np.random.default_rng(batch).permutation(len(x))
-    batches = [(np.ascontiguousarray(x[order[i:i + batch]]), y[order[i:i + batch]])
-               for i in range(0, steps * batch, batch)]
-    times: dict[str, list[float]] = {name: [] for name in versions}
-    for _ in range(rounds):
-        for name, step in versions.items():
-            started = time.perf_counter()
-            for xb, yb in batches:
-                step(xb, yb)
-            times[name].append((time.perf_counter() - started) / steps * 1e3)
+    batches = timing_batches(x, y, batch, steps)
+    times = interleaved_times(versions, batches, rounds)
     base, floor = statistics.median(times["graphc"]), statistics.median(times[FLOOR])
     print(f"\nbatch {batch}: median ms/step over {rounds} rounds of {steps} steps, after one epoch of training")
     print(f"{'version':<22}{'ms/step':>9}{'× graphc':>10}{'× GEMMs':>9}{'loss@1ep':>10}{'compile s':>11}"
