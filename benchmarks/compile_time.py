@@ -79,7 +79,12 @@ def _run(template: str, depth: int) -> dict:
     code = template.format(depth=depth, width=WIDTH, features=FEATURES, classes=CLASSES, batch=BATCH)
     with tempfile.TemporaryDirectory() as cache:
         env = dict(os.environ, GRAPHC_CACHE_DIR=cache)
-        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or ["no message"])[-1]
+        raise SystemExit(f"compile_time: the run at L={depth} failed: {last}")
+    if "warning" in result.stderr:  # e.g. fused kernels off: the time would not be graphc's usual path
+        print(f"  (L={depth}: {result.stderr.strip().splitlines()[-1]})", file=sys.stderr)
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
