@@ -6,8 +6,8 @@ those calls dominate sigmoid and tanh networks.  glibc ships vector versions
 only under ``-ffast-math``, which graphc cannot use (it changes arithmetic
 everywhere), so the fused library declares them itself and links libmvec.
 glibc documents these functions to within 4 units in the last place, where
-the scalar ones are within 1-2 — ``tests/test_vector_math.py`` measures it
-against NumPy.  ``GRAPHC_VECTOR_MATH=off`` keeps the scalar calls; without
+the scalar ones are within 1-2; ``tests/test_vector_math.py`` holds them to
+that bound against the exact value over each function's range.  ``GRAPHC_VECTOR_MATH=off`` keeps the scalar calls; without
 libmvec (another C library, another architecture) they are kept too.
 """
 from __future__ import annotations

@@ -51,11 +51,12 @@ def toposort(outputs: Sequence[Node]) -> list[Node]:
     earliest-created node left: sorting by serial gives the lexicographical
     topological order without building a graph.
     """
-    return sorted(ancestors(outputs), key=_serial)
+    return in_creation_order(ancestors(outputs))
 
 
-def _serial(node: Node) -> int:
-    return node.serial
+def in_creation_order(nodes: Iterable[Node]) -> list[Node]:
+    """``nodes`` sorted by serial: operands before their users."""
+    return sorted(nodes, key=lambda n: n.serial)
 
 
 def depends_on(outputs: Sequence[Node], sources: Iterable[Node]) -> set[Node]:

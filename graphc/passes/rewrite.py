@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Optional, Sequence
 
-from graphc.ir.graph import ancestors
+from graphc.ir.graph import ancestors, in_creation_order
 from graphc.ir.node import Node, make
 from graphc.ir.primitives import PRIMITIVES
 from graphc.ir.site import rebuilding
@@ -83,7 +83,7 @@ def _settle(node: Node, memo: dict[Node, Node], phase: Phase) -> Node:
 
     Nodes already in ``memo`` are done, and so is everything beneath them: the walk
     stops there, so a rule firing costs the size of what it built, not of the graph."""
-    for sub in sorted(ancestors([node], stop=memo), key=lambda n: n.serial):
+    for sub in in_creation_order(ancestors([node], stop=memo)):
         if sub not in memo:
             memo[sub] = sub if not sub.inputs else _rewrite_node(sub, memo, phase)
     return memo[node]
