@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import graphc as gc
-from graphc.errors import DTypeError, FeedError
+from graphc.errors import DTypeError, FeedError, ShapeError
 
 F64 = "float64"
 
@@ -153,3 +153,93 @@ def test_a_gradient_the_rewrites_fold_to_a_constant_compiles() -> None:
     first = gc.compile(g)(x=np.array(1.0))
     first[...] = 7.0  # a caller's change must not leak into the next call
     assert float(gc.compile(g)(x=np.array(5.0))) == 2.0
+
+
+# ---------------------------------------------------------------- gaps a mutation run found
+
+def test_two_noise_draws_of_one_shape_are_different_draws() -> None:
+    first, second = gc.uniform((64,), F64), gc.uniform((64,), F64)
+    assert first is not second
+    a, b = gc.compile([first, second])()
+    assert not np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("targets, error", [(gc.input("t41", (None, 1), "float32"), ShapeError),
+                                            (gc.input("t44", (None, 4), F64), DTypeError)], ids=["shape", "dtype"])
+def test_cross_entropy_targets_must_match_the_logits(targets: gc.Node, error: type) -> None:
+    logits = gc.input("logits4", (None, 4), "float32")
+    with pytest.raises(error, match=r"^softmax_cross_entropy\("):
+        gc.softmax_cross_entropy(logits, targets)
+
+
+def test_integer_labels_of_the_wrong_shape_say_which_shape() -> None:
+    with pytest.raises(ShapeError, match=r"^softmax_cross_entropy\(.*must have shape \[N\]"):
+        gc.softmax_cross_entropy(gc.input("l", (None, 4), F64), gc.input("y2", (None, 2), "int32"))
+
+
+def test_a_bad_reduction_names_the_choices() -> None:
+    v = gc.input("v", (None, 2), F64)
+    with pytest.raises(ValueError, match="'mean' or 'sum'"):
+        gc.mse(v, v, reduction="avg")  # type: ignore[arg-type]
+
+
+def test_a_misfit_constant_names_the_op_it_meets() -> None:
+    with pytest.raises(DTypeError, match=r"^add\(i32\[3\]\)"):
+        gc.input("x", (3,), "int32") + 2**40
+
+
+@pytest.mark.parametrize("kernels", ["c", "numpy"])
+def test_infinite_scalar_constants_compile_with_their_sign(kernels: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GRAPHC_KERNELS", kernels)
+    x = gc.input("x", (3,), F64)
+    outputs = [gc.minimum(x * 2.0, np.inf), gc.maximum(x * 2.0, -np.inf), x * 0.0 + np.inf, x * 0.0 - np.inf]
+    value = {"x": np.array([-1.0, 0.0, 2.0])}
+    for got, want in zip(gc.compile(outputs)(**value), gc.evaluate(outputs, value)):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_inputs_may_take_the_names_the_generated_code_uses() -> None:
+    names = ["np", "k", "c", "rng", "bind", "V", "A", "B", "K", "b0", "fused0"]
+    xs = [gc.input(name, (2,), F64) for name in names]
+    total = xs[0]
+    for x in xs[1:]:
+        total = total + x
+    values = {name: np.full(2, float(i)) for i, name in enumerate(names)}
+    np.testing.assert_array_equal(gc.compile(total * 1.0)(**values), np.full(2, float(sum(range(len(names))))))
+
+
+def test_the_kernel_cache_lives_under_the_users_cache_folder(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    from graphc.backends import c_kernels
+    monkeypatch.delenv("GRAPHC_CACHE_DIR", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert c_kernels._cache_dir() == tmp_path / ".cache" / "graphc" / "kernels"
+
+
+@pytest.mark.parametrize("size, folded", [(64, True), (65, False)])
+def test_constant_folding_stops_at_64_elements(size: int, folded: bool) -> None:
+    from graphc.passes import optimize
+    from graphc.program import Program
+    x = gc.input("x", (size,), F64)
+    program, _ = optimize(Program("p", {"out": x + gc.exp(gc.constant(np.arange(size, dtype=np.float64)))}))
+    assert any(n.op == "exp" for n in program.nodes()) is not folded
+
+
+def test_optimizing_twice_changes_nothing_more() -> None:
+    """Rules also apply to the nodes other rules build: a second pass finds nothing left to do."""
+    from graphc.passes import optimize
+    from graphc.program import Program
+    x, w = gc.input("x", (None, 5), F64), gc.input("w", (5, 3), F64)
+    loss = gc.softmax_cross_entropy(x @ w, gc.input("y", (None,), "int32")) + 1e-4 * gc.sum(w * w)
+    once, _ = optimize(Program("p", {"loss": loss, **{f"g{i}": g for i, g in enumerate(gc.grad(loss, [w]))}}))
+    twice, _ = optimize(once)
+    assert once.format() == twice.format()
+
+
+def test_float32_loops_call_the_float32_math_functions(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GRAPHC_KERNELS", raising=False)
+    p = gc.param("p32", (8,))
+    step = gc.compile(gc.cos(gc.sin(p) * 2.0) > 0.5)
+    if not step.plan.groups:
+        pytest.skip("no C compiler: nothing is fused")
+    kernels = step.show("kernels")
+    assert "cosf(" in kernels and "sinf(" in kernels and "cos(" not in kernels.replace("cosf(", "")
