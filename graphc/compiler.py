@@ -35,7 +35,7 @@ def _named(outputs: Outputs) -> tuple[dict[str, Node], Structure]:
 
 def compile(outputs: Outputs, optimizer: Optional[Optimizer] = None, *, state: Optional[Store] = None,  # noqa: A001
             backend: str = "numpy", seed: int = 0, name: Optional[str] = None,
-            passes: bool = True) -> CompiledStep:
+            passes: bool = True, ranks: int = 1) -> CompiledStep:
     """Compile ``outputs`` into a function of the graph's inputs.
 
     With an ``optimizer``, ``outputs`` is the loss (a scalar node, or a dict with a
@@ -46,6 +46,9 @@ def compile(outputs: Outputs, optimizer: Optional[Optimizer] = None, *, state: O
     With ``GRAPHC_DEBUG_NANS=1`` every call checks its numbers (see :mod:`graphc.runtime.numerics`).
     Functions compiled with the same ``state`` share parameters.  ``passes=False``
     skips the optimizer and the memory plan: the reference path for tests.
+    ``ranks`` > 1 compiles a train step for data parallelism over that many
+    processes: the gradient is averaged over them by an allreduce before the
+    update (see :func:`graphc.program.training_program`).
     """
     target = backends.get(backend)
     named, structure = _named(outputs)
@@ -55,7 +58,7 @@ def compile(outputs: Outputs, optimizer: Optional[Optimizer] = None, *, state: O
         loss = named.pop("loss", None)
         if loss is None:
             raise GraphcError("a train step needs a 'loss' output")
-        program = training_program(loss, optimizer, named, name=name or "train_step")
+        program = training_program(loss, optimizer, named, name=name or "train_step", ranks=ranks)
         if structure == "list":
             raise GraphcError("pass a train step's extra outputs as a dict, with the loss under 'loss'")
     else:

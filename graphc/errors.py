@@ -31,3 +31,7 @@ class DataError(GraphcError, ValueError):
 
 class CheckpointError(GraphcError, ValueError):
     """A checkpoint that cannot be restored into the current model."""
+
+
+class DistributedError(GraphcError, RuntimeError):
+    """A data-parallel run whose processes can no longer work together (a rank died, hung or diverged)."""

@@ -12,13 +12,14 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 
-from graphc.errors import DTypeError, ShapeError
+from graphc.errors import DTypeError, GraphcError, ShapeError
 from graphc.ir import dtypes
 from graphc.ir.node import Literal, Node, describe_failure, make, unique_key
 from graphc.ir.shapes import BATCH, Shape, ShapeMismatch, canonical_shape, normalize_axes, static_size, symbols_of
+from graphc.parallel.communicator import REDUCTIONS
 
 __all__ = [
-    "abs", "add", "broadcast_to", "cast", "concat", "constant", "cos", "div", "equal", "exp",
+    "abs", "add", "allreduce", "broadcast_to", "cast", "concat", "constant", "cos", "div", "equal", "exp",
     "greater", "greater_equal", "input", "less", "less_equal", "log", "matmul", "max", "maximum",
     "mean", "min", "minimum", "mul", "neg", "normal", "not_equal", "numel", "one_hot", "ones_like",
     "param", "pow", "relu", "reshape", "sigmoid", "sign", "sin", "slice", "sqrt", "square", "state",
@@ -242,6 +243,13 @@ def one_hot(labels: Node, depth: int, dtype: Any = "float32") -> Node:
 def stop_gradient(x: Node) -> Node:
     """The value of ``x``, treated as a constant by :func:`graphc.grad`."""
     return make("stop_gradient", (x,))
+
+
+def allreduce(x: Node, reduction: str = "mean") -> Node:
+    """The mean (or ``"sum"``) of ``x`` over the ranks of a data-parallel run (``x`` itself in one process)."""
+    if reduction not in REDUCTIONS:
+        raise GraphcError(f"allreduce: reduction must be one of {', '.join(REDUCTIONS)}, got {reduction!r}")
+    return make("allreduce", (x,), reduction=reduction)
 
 
 def normal(shape: Sequence[Any], dtype: Any = "float32") -> Node:

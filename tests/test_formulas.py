@@ -376,6 +376,9 @@ def _layout_cases() -> list[Case]:
              lambda v: np.float32(v["x"]), ("cast",), True),
         Case("stop_gradient", {"x": x}, lambda v: gc.stop_gradient(v["x"]) * 3.0, lambda v: 3.0 * v["x"],
              ("stop_gradient",), True),
+        # In one process the mean over ranks is the value itself (several ranks: tests/test_distributed.py).
+        Case("allreduce-one-rank", {"x": x}, lambda v: gc.allreduce(v["x"]) * 3.0, lambda v: 3.0 * v["x"],
+             ("allreduce",), True),
         Case("ones_like-zeros_like", {"x": x}, lambda v: gc.ones_like(v["x"]) * 2.0 + gc.zeros_like(v["x"]) + v["x"],
              lambda v: 2.0 + v["x"], ("ones_like", "zeros_like"), True),
         Case("input", {"x": x}, lambda v: v["x"], lambda v: v["x"], ("input",), True),

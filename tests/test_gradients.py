@@ -238,6 +238,7 @@ PRIMITIVE_CASES: dict[str, st.SearchStrategy[Case]] = {
     "matmul": matmul_case(), "reshape": reshape_case(), "transpose": transpose_case(),
     "broadcast_to": broadcast_to_case(), "concat": concat_case(), "slice": slice_case(),
     "cast": cast_case(),
+    "allreduce": unary(ops.allreduce),
 }
 
 COMPOSITE_CASES: dict[str, st.SearchStrategy[Case]] = {

@@ -10,6 +10,7 @@ from typing import Optional
 import numpy as np
 
 from graphc.errors import GraphcError
+from graphc.parallel.communicator import active
 from graphc.primitives.misc import check_labels
 
 
@@ -46,6 +47,11 @@ def cast(x: np.ndarray, dtype: type, out: Optional[np.ndarray] = None) -> np.nda
         return x.astype(dtype)
     np.copyto(out, x, casting="unsafe")
     return out
+
+
+def allreduce(x: np.ndarray, reduction: str, out: Optional[np.ndarray] = None) -> np.ndarray:
+    """The mean or sum over ranks, on the communicator active when the step runs (not when it was compiled)."""
+    return active().allreduce(np.asarray(x), reduction, out)
 
 
 def bound_view(view: np.ndarray, base: np.ndarray, node: str) -> np.ndarray:

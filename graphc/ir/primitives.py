@@ -50,8 +50,9 @@ class Primitive:
 
 
 # Kinds group ops the passes and backends treat alike.
-LEAF, UNARY, BINARY, COMPARE, SELECT, REDUCE, LINALG, LAYOUT, INDEX, RANDOM, MISC = (
-    "leaf", "unary", "binary", "compare", "select", "reduce", "linalg", "layout", "index", "random", "misc")
+LEAF, UNARY, BINARY, COMPARE, SELECT, REDUCE, LINALG, LAYOUT, INDEX, RANDOM, COLLECTIVE, MISC = (
+    "leaf", "unary", "binary", "compare", "select", "reduce", "linalg", "layout", "index", "random", "collective",
+    "misc")
 ELEMENTWISE = (UNARY, BINARY, COMPARE, SELECT)
 
 PRIMITIVES: dict[str, Primitive] = {}

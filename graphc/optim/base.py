@@ -30,8 +30,11 @@ Slots = dict[Node, Node]
 
 
 def pack(nodes: Sequence[Node]) -> Node:
+    """The nodes flattened and concatenated; a packed vector among them contributes its pieces,
+    so packing packed vectors again makes one concatenation the memory plan can fill in place."""
     flat = [ops.reshape(n, (-1,)) if n.ndim != 1 else n for n in nodes]
-    return flat[0] if len(flat) == 1 else ops.concat(flat)
+    pieces = [piece for f in flat for piece in (f.inputs if f.op == "concat" else (f,))]
+    return pieces[0] if len(pieces) == 1 else ops.concat(pieces)
 
 
 def unpack(vector: Node, like: Sequence[Node]) -> list[Node]:
@@ -129,8 +132,10 @@ class Optimizer:
         return ops.state(f"{self.name}.{slot}", like.shape, init=zeros, dtype=like.dtype)
 
     # ---- the train step's update ------------------------------------------------
-    def updates(self, params: Sequence[Node], grads: Sequence[Node]) -> dict[Node, Node]:
-        theta, g = pack(params), pack(grads)
+    def updates(self, params: Sequence[Node], g: Node) -> dict[Node, Node]:
+        """New values of ``params`` and of this optimizer's state, given the packed gradient ``g``
+        (``pack`` of the parameters' gradients, averaged over ranks in a data-parallel step)."""
+        theta = pack(params)
         # float64 counts exactly far past any run; float32 would stop at 2^24 steps.
         count = ops.state(f"{self.name}.step", (), init=zeros, dtype="float64")
         lr = self._learning_rate(count, theta.dtype)

@@ -17,7 +17,7 @@ import numpy as np
 
 from graphc import ops
 from graphc.ir.node import Node, make
-from graphc.ir.primitives import ELEMENTWISE, RANDOM, UNARY
+from graphc.ir.primitives import COLLECTIVE, ELEMENTWISE, RANDOM, UNARY
 from graphc.ir.shapes import ShapeMismatch, broadcast
 from graphc.passes.rewrite import matches, ops_of_kind, rebuild
 from graphc.passes.patterns import all_constant, is_const, is_elementwise, static_numel
@@ -26,7 +26,7 @@ _FOLD_LIMIT = 64  # fold small constants only: a folded 784x256 broadcast would 
 
 
 def fold_constants(n: Node) -> Optional[Node]:
-    if not all_constant(n) or n.kind == RANDOM or n.op == "broadcast_to":
+    if not all_constant(n) or n.kind in (RANDOM, COLLECTIVE) or n.op == "broadcast_to":
         return None
     size = static_numel(n)
     if size is None or size > _FOLD_LIMIT:

@@ -7,4 +7,4 @@ CUDA kernels) and how the CUDA backend lowers it when it is not elementwise.
 Importing this package registers them all in :data:`graphc.ir.primitives.PRIMITIVES`;
 the DSL (:mod:`graphc.ops`) does so, so any use of graphc has them.
 """
-from graphc.primitives import elementwise, layout, linalg, misc, random, reductions  # noqa: F401
+from graphc.primitives import collective, elementwise, layout, linalg, misc, random, reductions  # noqa: F401

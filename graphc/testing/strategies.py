@@ -386,7 +386,7 @@ SMOOTH_OPS: dict[str, Builder] = {
     "pow": _binary(lambda a, b: _positive(a) ** ops.tanh(b)),
     "sum": _reduce(ops.sum), "mean": _reduce(ops.mean),
     "matmul": _matmul, "reshape": _reshape, "transpose": _transpose, "broadcast_to": _broadcast_to,
-    "concat": _concat, "slice": _slice,
+    "concat": _concat, "slice": _slice, "allreduce": _unary(ops.allreduce),
     "softmax": _along_axis(composites.softmax), "log_softmax": _along_axis(composites.log_softmax),
     "logsumexp": _logsumexp,
 }

@@ -30,11 +30,13 @@ from graphc.backends.cuda import rows
 from graphc.backends.cuda.kernels import PRELUDE, RNG_ADVANCE, KernelText, axis_indices, offset
 from graphc.backends.cuda.program import (Copy, DeviceProgram, Gemm, Launch, Region, Size, View,
                                           row_major_strides)
+from graphc.errors import DistributedError
 from graphc.ir.node import Node
 from graphc.ir.primitives import LEAF, PRIMITIVES, lowering
 from graphc.ir.printing import Namer, describe
 from graphc.ir.site import at_site
 from graphc.passes.fusion import Group
+from graphc.parallel.communicator import active
 from graphc.passes.memory import VIEW_OPS, Buffer, Piece, Plan
 from graphc.program import Program
 
@@ -384,6 +386,15 @@ class _Lowering:
             if not computed_there:
                 self.copy(piece, operand, f"piece of {self.comment(node)}")
             start += size
+
+    def allreduce(self, node: Node) -> None:
+        """In one process the mean or sum over ranks is the value itself: a copy.  Over several
+        ranks it is to be an NCCL call inside the captured step (docs/distributed.md), not built yet."""
+        ranks = active().size
+        if ranks > 1:
+            raise DistributedError(f"the CUDA backend cannot yet lower an allreduce over {ranks} ranks (it is to "
+                                   f"call NCCL); train on several ranks with --backend numpy")
+        self.copy(self.view(node), node.inputs[0], self.comment(node))
 
     # ---- the whole step --------------------------------------------------------
     def emit(self, node: Node) -> None:
