@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import traceback
 from pathlib import Path
 from typing import Any, Callable, NoReturn, Optional, Sequence
 
@@ -23,6 +24,8 @@ from graphc import backends, optim
 from graphc.errors import GraphcError
 from graphc.explain.equations import equations_text
 from graphc.ir.render import render
+from graphc.parallel import Communicator, use
+from graphc.parallel.launch import world
 from graphc.passes import optimize
 from graphc.passes.cost import estimate
 from graphc.runtime.step import CompiledStep
@@ -128,13 +131,38 @@ def _trainer_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    """Train in this process, or as one rank of a run started by ``mpirun -n K``."""
+    communicator = world()
+    try:
+        with use(communicator):
+            return _train(args, communicator)
+    except BaseException as exc:
+        if communicator.size == 1:
+            raise
+        _end_run(exc, communicator)
+        raise
+
+
+def _end_run(exc: BaseException, communicator: Communicator) -> None:
+    """One rank failed: say why, and end every rank now rather than let the others wait for it."""
+    sys.stdout.flush()  # a pipe to mpirun buffers it, and aborting does not flush
+    if isinstance(exc, (GraphcError, OSError, KeyboardInterrupt)):
+        print(f"graphc: error: rank {communicator.rank}: {exc}", file=sys.stderr, flush=True)
+    else:
+        traceback.print_exc()
+    communicator.abort(EXIT_INTERRUPTED if isinstance(exc, KeyboardInterrupt) else EXIT_USAGE)
+
+
+def _train(args: argparse.Namespace, communicator: Communicator) -> int:
     model_file = load_model_file(args.model_file)
     config = TrainConfig.from_options(model_file.defaults, _trainer_options(args))
     backends.get(config.backend).array_module()  # no GPU or no CuPy: say so before loading data
     out_dir = _out_dir(args.out, model_file.name)
     data = load_splits(args.dataset, args.data, config.val_fraction, config.seed, args.limit)
-    trainer = Trainer(model_file.model, data, config, out_dir, loss=model_file.loss)
+    trainer = Trainer(model_file.model, data, config, out_dir, loss=model_file.loss, communicator=communicator)
     result = trainer.run(resume=args.resume, overwrite=args.overwrite)
+    if communicator.rank != 0:
+        return 0
     print(f"history and checkpoint written to {out_dir}")
     print(f"test accuracy: {result.test_accuracy:.4f}")
     return 0

@@ -23,6 +23,7 @@ from graphc.ir import dtypes
 from graphc.ir.node import Node
 from graphc.ir.shapes import fmt
 from graphc.nn.module import Module, attach_updates
+from graphc.optim.base import pack, unpack
 
 
 class BatchNorm(Module):
@@ -39,11 +40,20 @@ class BatchNorm(Module):
 
     The input is (N, features); for inputs of higher rank the statistics are
     taken per feature (last axis) over every other axis.
+
+    In a data-parallel run each rank normalizes with the statistics of its own
+    share of the batch by default, as PyTorch's DistributedDataParallel does;
+    ``sync=True`` takes them over the whole batch, across the ranks (like
+    PyTorch's SyncBatchNorm), at the cost of two collectives per layer in the
+    forward pass and two in the backward.  Either way the running averages are
+    averaged over the ranks with the gradient (see
+    :func:`graphc.program.average_over_ranks`), so they stay equal on every
+    rank.  In one process the two are the same.
     """
 
     kind = "batchnorm"
 
-    def __init__(self, momentum: float = 0.1, eps: float = 1e-5, name: Optional[str] = None):
+    def __init__(self, momentum: float = 0.1, eps: float = 1e-5, name: Optional[str] = None, sync: bool = False):
         super().__init__(name)
         if not 0.0 < momentum <= 1.0:
             raise GraphcError(f"BatchNorm momentum must be in (0, 1], got {momentum}")
@@ -51,6 +61,7 @@ class BatchNorm(Module):
             raise GraphcError(f"BatchNorm eps must be positive, got {eps}")
         self.momentum = momentum
         self.eps = eps
+        self.sync = sync
 
     def forward(self, x: Node, training: bool) -> Node:
         self._check_input(x)
@@ -58,11 +69,23 @@ class BatchNorm(Module):
         if not training:
             return self._scale_shift(x - running_mean, running_var, gamma, beta)
         axes = tuple(range(x.ndim - 1))
-        batch_mean = ops.mean(x, axis=axes)
-        centered = x - batch_mean
-        batch_var = ops.mean(centered * centered, axis=axes)
+        count, batch_mean, centered, batch_var = self._statistics(x, axes)
         y = self._scale_shift(centered, batch_var, gamma, beta)
-        return attach_updates(y, self._running_updates(ops.numel(x, axes), batch_mean, batch_var))
+        return attach_updates(y, self._running_updates(count, batch_mean, batch_var))
+
+    def _statistics(self, x: Node, axes: tuple[int, ...]) -> tuple[Node, Node, Node, Node]:
+        """The number of rows, their mean, x centered on it, and the biased variance: of this
+        rank's rows, or with ``sync`` of every rank's (sums and count in one allreduce, then the
+        squared deviations in another)."""
+        if not self.sync:
+            batch_mean = ops.mean(x, axis=axes)
+            centered = x - batch_mean
+            return ops.numel(x, axes), batch_mean, centered, ops.mean(centered * centered, axis=axes)
+        local = [ops.sum(x, axes), ops.numel(x, axes)]
+        total, count = unpack(ops.allreduce(pack(local), "sum"), local)
+        batch_mean = total / count
+        centered = x - batch_mean
+        return count, batch_mean, centered, ops.allreduce(ops.sum(centered * centered, axes), "sum") / count
 
     def _check_input(self, x: Node) -> None:
         if x.ndim < 2 or not isinstance(x.shape[-1], int):
@@ -99,4 +122,4 @@ class BatchNorm(Module):
         return (1.0 - self.momentum) * running + self.momentum * batch_statistic
 
     def describe(self) -> str:
-        return f"batchnorm(momentum={self.momentum:g})"
+        return f"batchnorm(momentum={self.momentum:g}{', sync' if self.sync else ''})"

@@ -41,6 +41,7 @@ class EpochRecord:
     test_accuracy: Optional[float]
     seconds: float  # training time of the epoch, evaluation excluded
     examples_per_s: float
+    ranks: int = 1  # processes the epoch's batches were split across
 
 
 FIELDS = tuple(f.name for f in fields(EpochRecord))

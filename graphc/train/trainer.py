@@ -24,6 +24,7 @@ import math
 import signal
 import threading
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from itertools import islice
 from pathlib import Path
@@ -41,6 +42,8 @@ from graphc.ir import dtypes
 from graphc.ir.graph import toposort
 from graphc.ir.node import Node
 from graphc.ir.shapes import fmt
+from graphc.parallel import Communicator
+from graphc.parallel.replicas import broadcast_variables, check_replicas, shards
 from graphc.runtime import memory_check, numerics
 from graphc.runtime.store import Store
 from graphc.train import checkpoint, data_checks, run_folder
@@ -304,8 +307,18 @@ class _DeferredInterrupt:
 
 class Trainer:
     def __init__(self, model: Model, data: Splits, config: TrainConfig, out_dir: str | Path,
-                 loss: Loss = softmax_cross_entropy, log: Log = print, progress_bar: bool = True):
+                 loss: Loss = softmax_cross_entropy, log: Log = print, progress_bar: bool = True,
+                 communicator: Optional[Communicator] = None):
+        """With a ``communicator`` of K ranks, each rank trains on its K-th of every batch and
+        rank 0 alone evaluates, logs and writes files (see :mod:`graphc.parallel`)."""
         config.validate()
+        self.comm = communicator or Communicator()
+        self.leader = self.comm.rank == 0
+        _require(config.batch_size >= self.comm.size,
+                 f"batch_size {config.batch_size} gives some of the {self.comm.size} ranks no examples; "
+                 f"make it at least {self.comm.size}")
+        if not self.leader:
+            log, progress_bar = _silent, False
         if config.patience is not None and len(data.x_val) == 0:
             raise ConfigError("early stopping needs validation examples, but the validation split is empty; "
                               "raise val_fraction or the number of training examples")
@@ -330,7 +343,7 @@ class Trainer:
         self.summary = describe_model(model, x, train_output)
         optimizer = make_optimizer(self.config, steps_per_epoch=len(self.batches))
         self.step = compile_graph(model_loss(loss, train_output, y), optimizer, state=self.store,
-                                  backend=self.config.backend)
+                                  backend=self.config.backend, ranks=self.comm.size)
         eval_output = model_output(model, x, training=False)
         self.evaluate_step = compile_graph({"output": eval_output, "loss": model_loss(loss, eval_output, y)},
                                            state=self.store, backend=self.config.backend)
@@ -348,14 +361,17 @@ class Trainer:
     # ---- the run ------------------------------------------------------------
     def run(self, resume: bool = False, overwrite: bool = False) -> TrainResult:
         """Train in ``out_dir``, which no other run may be using; one that already holds a run
-        needs ``resume`` (continue it) or ``overwrite`` (replace it)."""
-        with run_folder.claim(self.out_dir, resume=resume, overwrite=overwrite):
+        needs ``resume`` (continue it) or ``overwrite`` (replace it).  In a data-parallel run,
+        rank 0 claims the folder for all ranks, since it alone writes there."""
+        claimed = run_folder.claim(self.out_dir, resume=resume, overwrite=overwrite) if self.leader else nullcontext()
+        with claimed:
             return self._run(resume)
 
     def _run(self, resume: bool) -> TrainResult:
         self.log(self.summary)
         self._initialize_variables()
         progress, history = self._resume() if resume else (Progress(), History())
+        broadcast_variables(self.store, self.comm)
         with _DeferredInterrupt() as interrupt:
             while progress.epoch < self.config.epochs and not self._should_stop(history):
                 self._train_epoch(progress, history, interrupt)
@@ -375,7 +391,7 @@ class Trainer:
 
     def _train_epoch(self, progress: Progress, history: History, interrupt: _DeferredInterrupt) -> None:
         epoch = progress.epoch
-        remaining = islice(self.batches.epoch(epoch), progress.batch, None)
+        remaining = shards(islice(self.batches.epoch(epoch), progress.batch, None), self.comm)
         with tqdm(total=len(self.batches), initial=progress.batch, unit="batch", leave=False,
                   desc=f"epoch {epoch + 1}/{self.config.epochs}", disable=not self.progress_bar) as bar:
             tick = time.perf_counter()
@@ -417,23 +433,31 @@ class Trainer:
         record = self._record(progress)
         history.append(record)
         done = Progress(epoch=progress.epoch + 1)
-        if self.config.patience is not None and history.best_epoch() == record.epoch:
+        check_replicas(self.store, self.comm, f"after epoch {record.epoch}")
+        if self.leader and self.config.patience is not None and history.best_epoch() == record.epoch:
             checkpoint.save(self.out_dir / BEST_NAME, self.store, self._progress_extra(done, history))
         self._save_checkpoint(done, history)
-        history.write(self.out_dir)
+        if self.leader:
+            history.write(self.out_dir)
         self.log(_epoch_line(record, self.config.epochs))
         return done
 
     def _record(self, progress: Progress) -> EpochRecord:
+        """The epoch's record: training loss and speed over every rank's examples, evaluated by
+        rank 0 and shared with the others."""
+        loss_sum, examples = self.comm.allreduce(np.array([progress.loss_sum, progress.examples]), "sum")
+        if not self.leader:
+            return EpochRecord(**self.comm.share(None))
         val_loss, val_accuracy = self.evaluate(self.data.x_val, self.data.y_val)
         test_loss, test_accuracy = self.evaluate(self.data.x_test, self.data.y_test)
         self._check_loss("validation loss", val_loss, progress.epoch)
         self._check_loss("test loss", test_loss, progress.epoch)
-        return EpochRecord(
+        record = EpochRecord(
             epoch=progress.epoch + 1, lr=self.lr_of_epoch(progress.epoch),
-            train_loss=progress.loss_sum / progress.examples,
+            train_loss=float(loss_sum / examples),
             val_loss=val_loss, val_accuracy=val_accuracy, test_loss=test_loss, test_accuracy=test_accuracy,
-            seconds=progress.seconds, examples_per_s=progress.examples / progress.seconds)
+            seconds=progress.seconds, examples_per_s=float(examples / progress.seconds), ranks=self.comm.size)
+        return EpochRecord(**self.comm.share(asdict(record)))
 
     def evaluate(self, x: np.ndarray, y: np.ndarray) -> tuple[Optional[float], Optional[float]]:
         """Mean loss and accuracy of the inference graph on ``(x, y)``; (None, None) when empty."""
@@ -451,7 +475,7 @@ class Trainer:
     # ---- checkpoints ------------------------------------------------------------
     def _progress_extra(self, progress: Progress, history: History) -> dict[str, Any]:
         return {"progress": asdict(progress), "history": history.to_dicts(),
-                "config": self.config.replay_key(), "data": self._data_record()}
+                "config": self.config.replay_key(), "data": self._data_record(), "ranks": self.comm.size}
 
     def _data_record(self) -> dict[str, Any]:
         return {**self.data.sizes(), "fingerprint": self.data_fingerprint}
@@ -462,7 +486,8 @@ class Trainer:
                 raise TrainingError(f"variable '{name}' became NaN or infinite in epoch {progress.epoch + 1}; "
                                     f"the last checkpoint was kept; lower the learning rate "
                                     f"(now {self.lr_of_epoch(progress.epoch):g})")
-        checkpoint.save(self.checkpoint_path, self.store, self._progress_extra(progress, history))
+        if self.leader:
+            checkpoint.save(self.checkpoint_path, self.store, self._progress_extra(progress, history))
 
     def _resume(self) -> tuple[Progress, History]:
         path = self.checkpoint_path
@@ -470,6 +495,9 @@ class Trainer:
             raise CheckpointError(f"nothing to resume: {path} does not exist; train without --resume to start")
         saved = checkpoint.load(path, expected=self.store.values)
         self._check_same_run(saved.extra, path)
+        if saved.extra.get("ranks", 1) != self.comm.size:
+            raise CheckpointError(f"{path} was written by a run on {saved.extra.get('ranks', 1)} ranks, and this "
+                                  f"one has {self.comm.size}; resume with the same number of processes (mpirun -n)")
         progress, history = read_progress(saved.extra, len(self.batches), path)
         checkpoint.restore(self.store, saved, path)
         self.log(f"resuming from {path}: {progress.epoch} epochs done"
@@ -502,9 +530,13 @@ class Trainer:
             best_path = self.out_dir / BEST_NAME
             checkpoint.restore(self.store, checkpoint.load(best_path, expected=self.store.values), best_path)
             self.log(f"restored the parameters of epoch {best}, the best on validation")
-        test_loss, test_accuracy = self.evaluate(self.data.x_test, self.data.y_test)
+        test_loss, test_accuracy = self.evaluate(self.data.x_test, self.data.y_test) if self.leader else (None, None)
         return TrainResult(history, test_loss, test_accuracy, self._should_stop(history), best,
                            self.checkpoint_path)
+
+
+def _silent(message: str) -> None:
+    """The log of ranks other than 0."""
 
 
 def _epoch_line(record: EpochRecord, epochs: int) -> str:

@@ -1,0 +1,67 @@
+"""Keeping the ranks' copies of a model equal, and giving each rank its share of a batch.
+
+Data parallelism is correct only while every rank holds the same variables:
+they start from rank 0's (:func:`broadcast_variables`), every step applies the
+same averaged update, and :func:`check_replicas` compares checksums of every
+variable now and then, so a divergence (a rank fed other data, a
+nondeterministic reduction) stops the run with the ranks named instead of
+silently training K different models.
+"""
+from __future__ import annotations
+
+import zlib
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from graphc.errors import DistributedError
+from graphc.parallel.communicator import Communicator
+from graphc.runtime.store import Store
+
+Batch = tuple[np.ndarray, np.ndarray]
+
+
+def shards(batches: Iterable[Batch], communicator: Communicator) -> Iterator[Batch]:
+    """This rank's share of each global batch: rank r takes the r-th of ``size`` contiguous slices
+    whose lengths differ by at most one (the first ``len % size`` ranks take one row more; the
+    train step weighs each rank's gradient by its rows).  A batch with fewer rows than ranks
+    (at most the last of an epoch) is skipped, since a rank without rows has no mean loss."""
+    size, rank = communicator.size, communicator.rank
+    for x, y in batches:
+        if len(x) < size:
+            continue
+        rows, extra = divmod(len(x), size)
+        start = rank * rows + min(rank, extra)
+        stop = start + rows + (rank < extra)
+        yield x[start:stop], y[start:stop]
+
+
+def broadcast_variables(store: Store, communicator: Communicator) -> None:
+    """Overwrite every variable of every rank with rank 0's, in place."""
+    for name in sorted(store.values):
+        value = store.values[name]
+        if value.flags.c_contiguous:
+            communicator.broadcast(value)
+        else:
+            copy = np.ascontiguousarray(value)
+            communicator.broadcast(copy)
+            value[...] = copy
+
+
+def checksum(store: Store) -> int:
+    """CRC-32 of every variable's bytes, in name order."""
+    crc = 0
+    for name in sorted(store.values):
+        crc = zlib.crc32(name.encode(), crc)
+        crc = zlib.crc32(np.ascontiguousarray(store.values[name]).tobytes(), crc)
+    return crc
+
+
+def check_replicas(store: Store, communicator: Communicator, when: str) -> None:
+    """Raise on every rank if some rank's variables differ from rank 0's."""
+    sums = communicator.allgather(np.array([checksum(store)], dtype=np.int64))[:, 0]
+    differ = [rank for rank, value in enumerate(sums) if value != sums[0]]
+    if differ:
+        raise DistributedError(f"the model's variables on rank{'s' if len(differ) > 1 else ''} "
+                               f"{', '.join(map(str, differ))} differ from rank 0's {when} (checksums "
+                               f"{', '.join(f'{int(s):08x}' for s in sums)}); the ranks no longer train one model")
