@@ -1,0 +1,285 @@
+"""Tests of data-parallel training: the allreduce's place in the step, shares of a batch, replica
+checks, the launcher's environment, synchronized batch norm, and, under ``mpirun -n 2``, the same
+parameters as one process and bounded failure when a rank stops.
+
+The MPI tests need ``mpirun`` (``pip install -e '.[mpi]'``) and skip without it; the collectives
+themselves are checked rank by rank by ``mpi_collectives.py``, run here under mpirun.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pytest
+
+import graphc as gc
+from graphc import nn, optim
+from graphc.errors import CheckpointError, DistributedError, GraphcError
+from graphc.parallel import Communicator
+from graphc.parallel.launch import collective_timeout, launched_ranks, threads_per_rank, world
+from graphc.parallel.replicas import check_replicas, checksum, shards
+from graphc.testing import check_grads
+from graphc.train import ConfigError, Splits, TrainConfig, Trainer
+from support import needs_fashion_mnist
+
+HERE = Path(__file__).parent
+MLP = str(HERE.parent / "examples" / "mlp.py")
+needs_mpirun = pytest.mark.skipif(shutil.which("mpirun") is None,
+                                  reason="mpirun not found: pip install -e '.[mpi]' installs Open MPI")
+
+
+class Ranks(Communicator):
+    """Rank ``rank`` of ``size`` in one process: the collectives of a single process (for the parts
+    of the trainer that only read the size and rank); ``checksums`` is what allgather returns."""
+
+    def __init__(self, size: int, rank: int = 0, checksums: Optional[list[int]] = None):
+        self.size, self.rank, self.checksums = size, rank, checksums
+
+    def allgather(self, values: np.ndarray) -> np.ndarray:
+        return np.array(self.checksums, dtype=np.int64)[:, None] if self.checksums else super().allgather(values)
+
+
+def bn_loss(dtype: str = "float32", width: int = 6) -> tuple[gc.Node, nn.Module]:
+    x, y = gc.input("x", (None, 5), dtype), gc.input("y", (None,), "int32")
+    net = nn.Sequential(nn.Dense(width), nn.relu, nn.BatchNorm(), nn.Dense(3))
+    return gc.softmax_cross_entropy(net(x), y), net
+
+
+# ---------------------------------------------------------------- the step
+
+def test_a_step_for_two_ranks_makes_one_allreduce_over_the_packed_gradient_and_statistics() -> None:
+    loss, net = bn_loss()
+    step = gc.compile(loss, optimizer=optim.Adam(1e-3), ranks=2)
+    reduces = [n for n in step.program.nodes() if n.op == "allreduce"]
+    assert len(reduces) == 1
+    params = sum(int(np.prod(p.shape)) for p in net.parameters())
+    statistics = sum(int(np.prod(s.shape)) for s in net.states())
+    assert reduces[0].shape == (params + statistics + 1,)  # and the rows of this rank's share
+    assert "allreduce" in step.show("step") and "k.allreduce(" in step.source
+    single = gc.compile(bn_loss()[0], optimizer=optim.Adam(1e-3))
+    assert not [n for n in single.program.nodes() if n.op == "allreduce"]
+
+
+def test_a_step_for_two_ranks_run_in_one_process_takes_the_one_rank_step() -> None:
+    """Alone, a rank's weighted mean is its own gradient and statistics: w·g / w."""
+    rng = np.random.default_rng(0)
+    feeds = [{"x": rng.normal(size=(n, 5)), "y": rng.integers(0, 3, n).astype(np.int32)} for n in (8, 5, 8)]
+    stores = []
+    for ranks in (1, 2):
+        loss, _ = bn_loss("float64")
+        step = gc.compile(loss, optimizer=optim.Adam(1e-2), ranks=ranks, state=gc.Store(3))
+        for feed in feeds:
+            step(**feed)
+        stores.append(step.state.values)
+    for name, value in stores[0].items():
+        np.testing.assert_allclose(stores[1][name], value, rtol=1e-12, err_msg=name)
+
+
+def test_ranks_must_be_a_positive_integer() -> None:
+    with pytest.raises(GraphcError, match="ranks must be an integer >= 1, got 0"):
+        gc.compile(bn_loss()[0], optimizer=optim.SGD(0.1), ranks=0)
+
+
+def test_allreduce_refuses_an_unknown_reduction_and_integers() -> None:
+    x = gc.input("x", (3,))
+    with pytest.raises(GraphcError, match="reduction must be one of mean, sum, got 'max'"):
+        gc.allreduce(x, "max")
+    with pytest.raises(GraphcError, match="expects float operands, got int32"):
+        gc.allreduce(gc.input("i", (3,), "int32"))
+
+
+@pytest.mark.parametrize("sync", [False, True])
+def test_batch_norm_with_synchronized_statistics_is_batch_norm_in_one_process(sync: bool) -> None:
+    x = gc.input("x", (6, 4), "float64")
+    norm = nn.BatchNorm(sync=sync, name="bn")
+    y = norm(x, training=True)
+    gamma, beta = norm.parameters()
+    weights = np.random.default_rng(1).normal(size=(6, 4))
+    loss = gc.sum(gc.constant(weights, "float64") * y * y)
+    values = {"x": np.random.default_rng(2).normal(size=(6, 4))}
+    check_grads(loss, feeds=values, wrt=[gamma, beta], variables={"bn.gamma": np.full(4, 1.5), "bn.beta": np.ones(4)})
+    got = gc.compile(y, state=gc.Store(0))(**values)
+    centered = values["x"] - values["x"].mean(axis=0)
+    np.testing.assert_allclose(got, centered / np.sqrt(centered.var(axis=0) + 1e-5), rtol=1e-10)
+
+
+# ---------------------------------------------------------------- shares and replicas
+
+def test_each_rank_takes_a_contiguous_share_differing_by_at_most_one_row() -> None:
+    x, y = np.arange(14).reshape(7, 2), np.arange(7)
+    parts = [list(shards([(x, y)], Ranks(3, rank))) for rank in range(3)]
+    assert [len(p[0][0]) for p in parts] == [3, 2, 2]
+    np.testing.assert_array_equal(np.concatenate([p[0][0] for p in parts]), x)
+    np.testing.assert_array_equal(np.concatenate([p[0][1] for p in parts]), y)
+    assert list(shards([(x[:2], y[:2])], Ranks(3, 1))) == []  # fewer rows than ranks: skipped by all
+
+
+def test_replicas_that_differ_are_named() -> None:
+    store = gc.Store(0)
+    store.values["w"] = np.ones(3, np.float32)
+    same = checksum(store)
+    check_replicas(store, Ranks(2, checksums=[same, same]), "after epoch 1")
+    with pytest.raises(DistributedError, match="on rank 1 differ from rank 0's after epoch 1"):
+        check_replicas(store, Ranks(2, checksums=[same, same + 1]), "after epoch 1")
+    store.values["w"][0] = 2.0
+    assert checksum(store) != same
+
+
+def test_the_launchers_environment_gives_the_ranks_their_cores_and_timeout() -> None:
+    assert launched_ranks({}) == 1 and launched_ranks({"OMPI_COMM_WORLD_SIZE": "4"}) == 4
+    assert launched_ranks({"PMI_SIZE": "3"}) == 3
+    assert type(world({})) is Communicator
+    assert threads_per_rank({"OMPI_COMM_WORLD_LOCAL_SIZE": "2"}, cores=2) == 1
+    assert threads_per_rank({"OMPI_COMM_WORLD_LOCAL_SIZE": "2"}, cores=16) == 8
+    assert threads_per_rank({"OMPI_COMM_WORLD_LOCAL_SIZE": "3"}, cores=2) == 1
+    assert collective_timeout({"GRAPHC_MPI_TIMEOUT": "2.5"}) == 2.5
+    for bad in ("soon", "0"):
+        with pytest.raises(DistributedError, match="GRAPHC_MPI_TIMEOUT must be a number of seconds above 0"):
+            collective_timeout({"GRAPHC_MPI_TIMEOUT": bad})
+
+
+# ---------------------------------------------------------------- the trainer
+
+def tiny_splits() -> Splits:
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(64, 5)).astype(np.float32), rng.integers(0, 3, 64).astype(np.int32)
+    return Splits(x[:48], y[:48], x[48:56], y[48:56], x[56:], y[56:])
+
+
+def tiny_trainer(out: Path, communicator: Communicator, batch_size: int = 16) -> Trainer:
+    config = TrainConfig.from_options({"optimizer": "adam", "batch_size": batch_size, "epochs": 1})
+    net = nn.Sequential(nn.Dense(4), nn.relu, nn.Dense(3))
+    return Trainer(net, tiny_splits(), config, out, log=lambda line: None, progress_bar=False,
+                   communicator=communicator)
+
+
+def test_a_checkpoint_resumes_on_the_number_of_ranks_that_wrote_it(tmp_path: Path) -> None:
+    tiny_trainer(tmp_path, Communicator()).run()
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert [record["ranks"] for record in history] == [1]
+    with pytest.raises(CheckpointError, match="written by a run on 1 ranks, and this one has 2; resume with the "
+                                              "same number of processes"):
+        tiny_trainer(tmp_path, Ranks(2)).run(resume=True)
+
+
+def test_a_batch_smaller_than_the_number_of_ranks_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="batch_size 2 gives some of the 3 ranks no examples; make it at least 3"):
+        tiny_trainer(tmp_path, Ranks(3), batch_size=2)
+
+
+# ---------------------------------------------------------------- under mpirun
+
+def mpi_environment(**extra: str) -> dict[str, str]:
+    env = {name: value for name, value in os.environ.items()
+           if name not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    env.update(extra)
+    if os.geteuid() == 0:  # Open MPI refuses root unless told twice
+        env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE.parent), env.get("PYTHONPATH")]))
+    return env
+
+
+def train_command(out: Path, *flags: str, ranks: int = 0) -> list[str]:
+    launcher = ["mpirun", "-n", str(ranks)] if ranks else []
+    return launcher + [sys.executable, "-m", "graphc.cli", "train", MLP, "--limit", "4096", "--batch-size", "128",
+                       "--seed", "3", "--out", str(out), *flags]
+
+
+@needs_mpirun
+def test_collectives_their_gradients_and_synchronized_batch_norm_under_mpirun() -> None:
+    # Unbound, so that each rank's BLAS would see every core unless graphc limited it.
+    command = ["mpirun", "--bind-to", "none", "-n", "2", sys.executable, str(HERE / "mpi_collectives.py")]
+    result = subprocess.run(command, env=mpi_environment(), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert sorted(result.stdout.split("\n"))[-2:] == ["rank 0 ok", "rank 1 ok"]
+
+
+@needs_mpirun
+@needs_fashion_mnist
+def test_two_ranks_end_with_the_parameters_of_one_process(tmp_path: Path) -> None:
+    for out, ranks in ((tmp_path / "one", 0), (tmp_path / "two", 2)):
+        result = subprocess.run(train_command(out, "--epochs", "1", ranks=ranks), env=mpi_environment(),
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.count("test accuracy:") == 1  # rank 0 alone reports
+    one, two = np.load(tmp_path / "one" / "checkpoint.npz"), np.load(tmp_path / "two" / "checkpoint.npz")
+    variables = [name for name in one.files if name.startswith("var/")]
+    assert sorted(variables) == sorted(name for name in two.files if name.startswith("var/"))
+    for name in variables:
+        scale = max(float(np.abs(one[name]).max()), 1e-30)
+        assert float(np.abs(one[name] - two[name]).max()) / scale < 1e-3, name
+    assert [r["ranks"] for r in json.loads((tmp_path / "two" / "history.json").read_text())] == [2]
+
+
+def rank_process(tag: str, rank: int) -> Optional[int]:
+    """The process id of rank ``rank`` of the run whose environment holds ``GRAPHC_TEST_RUN=tag``."""
+    wanted = {f"GRAPHC_TEST_RUN={tag}".encode(), f"OMPI_COMM_WORLD_RANK={rank}".encode()}
+    for path in glob.glob("/proc/[0-9]*/environ"):
+        try:
+            variables = set(Path(path).read_bytes().split(b"\0"))
+        except OSError:
+            continue
+        if wanted <= variables:
+            return int(path.split("/")[2])
+    return None
+
+
+def stop_rank_one_after_the_first_checkpoint(out: Path, how: signal.Signals, tag: str,
+                                             timeout: float) -> tuple[subprocess.CompletedProcess, float]:
+    """Start a 20-epoch run on two ranks, send ``how`` to rank 1 once epoch 1 is saved; returns the
+    finished run and the seconds from the signal to its end."""
+    env = mpi_environment(GRAPHC_TEST_RUN=tag, GRAPHC_MPI_TIMEOUT=str(timeout))
+    run = subprocess.Popen(train_command(out, "--epochs", "20", ranks=2), env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    try:
+        while not (out / "checkpoint.npz").exists() and run.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        pid = rank_process(tag, 1)
+        assert pid is not None and run.poll() is None, "the run ended before epoch 1 was saved"
+        os.kill(pid, how)
+        signalled = time.monotonic()
+        stdout, stderr = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    return subprocess.CompletedProcess(run.args, run.returncode, stdout, stderr), time.monotonic() - signalled
+
+
+@needs_mpirun
+@needs_fashion_mnist
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the ranks' processes in /proc")
+def test_a_hung_rank_ends_the_run_with_a_clear_error_after_the_timeout_and_the_checkpoint_resumes(
+        tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    # The timeout leaves room for the ranks' other waits (one compiling slower, rank 0 evaluating).
+    result, seconds = stop_rank_one_after_the_first_checkpoint(out, signal.SIGSTOP, f"hung-{os.getpid()}", 8.0)
+    assert result.returncode != 0
+    assert "graphc: error: rank 0: rank 0 of 2 waited 8 s for the allreduce of 235147 float32 values: another " \
+           "rank has died or hung; the last checkpoint resumes the run with --resume" in result.stderr
+    assert seconds < 60
+    done = len(json.loads((out / "history.json").read_text()))
+    resumed = subprocess.run(train_command(out, "--epochs", str(done + 1), "--resume", ranks=2),
+                             env=mpi_environment(), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming from {out / 'checkpoint.npz'}: {done} epochs done" in resumed.stdout
+    assert len(json.loads((out / "history.json").read_text())) == done + 1
+
+
+@needs_mpirun
+@needs_fashion_mnist
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the ranks' processes in /proc")
+def test_a_rank_that_dies_ends_the_run(tmp_path: Path) -> None:
+    result, seconds = stop_rank_one_after_the_first_checkpoint(tmp_path / "run", signal.SIGKILL,
+                                                               f"killed-{os.getpid()}", 30.0)
+    assert result.returncode != 0
+    assert "rank 1" in result.stderr and seconds < 60
