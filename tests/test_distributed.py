@@ -24,7 +24,7 @@ import pytest
 import graphc as gc
 from graphc import nn, optim
 from graphc.errors import CheckpointError, DistributedError, GraphcError
-from graphc.parallel import Communicator
+from graphc.parallel import Communicator, use
 from graphc.parallel.launch import collective_timeout, launched_ranks, threads_per_rank, world
 from graphc.parallel.replicas import check_replicas, checksum, shards
 from graphc.testing import check_grads
@@ -82,6 +82,17 @@ def test_a_step_for_two_ranks_run_in_one_process_takes_the_one_rank_step() -> No
         stores.append(step.state.values)
     for name, value in stores[0].items():
         np.testing.assert_allclose(stores[1][name], value, rtol=1e-12, err_msg=name)
+
+
+def test_the_cuda_backend_copies_an_allreduce_in_one_process_and_refuses_several_ranks() -> None:
+    from graphc.backends.cuda import emulator
+    if emulator.host_compiler() is None:
+        pytest.skip("no C++ compiler for the CUDA emulator")
+    x = gc.input("x", (None, 3), "float64")
+    values = np.arange(6.0).reshape(2, 3)
+    np.testing.assert_array_equal(gc.compile(gc.allreduce(x) * 2.0, backend="cuda-emulator")(x=values), 2 * values)
+    with use(Ranks(2)), pytest.raises(DistributedError, match="cannot yet lower an allreduce over 2 ranks"):
+        gc.compile(bn_loss()[0], optimizer=optim.SGD(0.1), ranks=2, backend="cuda-emulator")
 
 
 def test_ranks_must_be_a_positive_integer() -> None:
