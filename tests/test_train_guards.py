@@ -179,6 +179,15 @@ def test_debug_nans_refuses_non_finite_feeds(monkeypatch: pytest.MonkeyPatch) ->
     assert np.array_equal(step.state.values["v"], kept)
 
 
+def test_the_replay_gets_inputs_only_the_unoptimized_program_reads() -> None:
+    """The rewrites fold a sum of one-hot rows to 1, so the optimized step no longer reads y;
+    the replay runs the program as written, which does."""
+    x, y = gc.input("x", (None, 3), "float64"), gc.input("y", (None,), "int32")
+    step = numerics.checked(gc.compile(gc.sum(gc.log(x)) + gc.sum(gc.sum(gc.one_hot(y, 3, "float64"), axis=-1))))
+    with pytest.raises(numerics.NonFiniteError, match=r"is made by %\d+ f64\[N,3\] = log x"):
+        step(x=np.array([[-1.0, 1.0, 1.0]]), y=np.array([0], np.int32))
+
+
 def test_without_debug_nans_a_step_is_not_wrapped(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(numerics.ENV_VAR, raising=False)
     assert isinstance(gc.compile(gc.input("x", (2,)) * 2.0), CompiledStep)

@@ -39,7 +39,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from graphc.backends import vector_math
+from graphc.backends import native, vector_math
 from graphc.backends.c_style import C_TYPES, expression, literal, supports
 from graphc.ir import dtypes
 from graphc.ir.node import Node
@@ -157,8 +157,7 @@ def compiler() -> Optional[str]:
 
 
 def _cache_dir() -> Path:
-    root = os.environ.get("GRAPHC_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "graphc")
-    return Path(root) / "kernels"
+    return native.cache_dir()
 
 
 class KernelCacheError(Exception):

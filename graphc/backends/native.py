@@ -22,17 +22,18 @@ class BuildFailed(Exception):
 
 
 def cache_dir() -> Path:
+    """Where compiled libraries live: ``$GRAPHC_CACHE_DIR/kernels``, else ``~/.cache/graphc/kernels``."""
     root = os.environ.get("GRAPHC_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "graphc")
-    path = Path(root) / "kernels"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return Path(root) / "kernels"
 
 
 def shared_library(compiler: str, flags: Sequence[str], source: str, key: Sequence[str], prefix: str,
                    suffix: str) -> Path:
     """The library built from ``source`` (file suffix ``suffix``), from the cache when ``key`` matches."""
     tag = hashlib.sha256("\0".join([*key, compiler, *flags]).encode()).hexdigest()[:24]
-    library = cache_dir() / f"{prefix}{tag}.so"
+    folder = cache_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    library = folder / f"{prefix}{tag}.so"
     if not library.exists():
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / f"source{suffix}"

@@ -26,7 +26,7 @@ from graphc.ir.shapes import resolve
 from graphc.ir.node import Node
 from graphc.ir.printing import Namer, describe
 from graphc.passes.fusion import Group
-from graphc.passes.memory import VIEW_OPS, Buffer, Piece, Plan
+from graphc.passes.memory import VIEW_OPS, Buffer, Piece, Plan, peel_reshape
 from graphc.program import Program
 
 _NEEDS_ARRAYS = frozenset({"cast", "one_hot", "concat", "matmul"})  # ops that take no Python scalar
@@ -217,7 +217,7 @@ class _Writer:
         offset = 0
         for operand in node.inputs:
             size = operand.shape[0]
-            value = operand.inputs[0] if operand.op == "reshape" and self.plan.is_view(operand) else operand
+            value = peel_reshape(operand, self.plan.copies)
             target = self.plan.place.get(value)
             if not (isinstance(target, Piece) and target.base == place and target.start == offset):
                 view = self.place_name(Piece(place, offset, offset + size, (size,)))

@@ -101,7 +101,7 @@ class Plan:
         return node.op in VIEW_OPS and node not in self.copies
 
 
-def _peel_reshape(node: Node, copies: frozenset[Node] = frozenset()) -> Node:
+def peel_reshape(node: Node, copies: frozenset[Node] = frozenset()) -> Node:
     """The value a packed piece holds: a reshape that is a view stores nothing of its own."""
     return node.inputs[0] if node.op == "reshape" and node not in copies else node
 
@@ -110,7 +110,7 @@ def _arena_index(node: Node, program: Program) -> Optional[int]:
     """Is ``node`` the concatenation of an arena's variables, in arena order?"""
     if node.op != "concat":
         return None
-    members = [_peel_reshape(i) for i in node.inputs]
+    members = [peel_reshape(i) for i in node.inputs]
     for k, group in enumerate(program.arenas):
         if len(group) == len(members) and all(a is b for a, b in zip(group, members)):
             return k
@@ -125,7 +125,7 @@ def _arena_update_source(program: Program, k: int) -> Optional[Node]:
         new = program.updates.get(var)
         if new is None:
             return None
-        piece = _peel_reshape(new)
+        piece = peel_reshape(new)
         size = 1
         for d in var.shape:
             size *= int(d)
@@ -238,7 +238,7 @@ class _Planner:
             self.root[node] = buffer
             offset, all_placed = 0, True
             for operand in node.inputs:
-                value = _peel_reshape(operand, self.plan.copies)
+                value = peel_reshape(operand, self.plan.copies)
                 size = operand.shape[0]
                 if self._placeable(value):
                     self.plan.place[value] = Piece(buffer, offset, offset + size, value.shape)

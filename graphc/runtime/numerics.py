@@ -22,7 +22,7 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
-from graphc.errors import GraphcError
+from graphc.errors import FeedError, GraphcError
 from graphc.interpreter import evaluate
 from graphc.ir.graph import toposort
 from graphc.ir.node import Node
@@ -62,8 +62,10 @@ class CheckedStep:
         return getattr(self.step, name)
 
     def __call__(self, *args: Any, **feeds: Any) -> Any:
-        names = [n.name for n in self.step.generated.inputs]
-        given = dict(zip(names, args)) if args else {k: v for k, v in feeds.items() if k in names}
+        # The replay runs the unoptimized program, which may read inputs the optimized code
+        # no longer does: keep every input of the source program the caller gave.
+        names = {n.name for n in self.step.source_program.leaves("input")}
+        given = dict(zip([n.name for n in self.step.inputs], args)) if args else {k: v for k, v in feeds.items() if k in names}
         for name, value in given.items():
             if not _finite(value):
                 raise NonFiniteError(f"{self.step.program.name}: input '{name}' holds NaN or infinity; "
@@ -119,6 +121,8 @@ def locate(program: Program, feeds: Mapping[str, Any], variables: Mapping[str, n
             evaluate(program.roots, feeds, variables, rng=np.random.default_rng(0), watch=stop_at_non_finite)
     except _Found as found:
         return _describe(program, found.node, found.value)
+    except FeedError:  # called positionally without an input only the unoptimized program reads
+        return None
     return None
 
 

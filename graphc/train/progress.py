@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from graphc.errors import CheckpointError
-from graphc.train.history import FIELDS, EpochRecord, History
+from graphc.train.history import FIELDS, History
 
 
 @dataclass
@@ -60,7 +60,7 @@ def _read_history(rows: Any, epochs_done: int, path: Path) -> History:
         for name in FIELDS:
             if not (is_number(row[name]) or (row[name] is None and name in _OPTIONAL)):
                 raise _bad(path, f"history row {number} has {name}={row[name]!r}, not a number")
-    return History([EpochRecord(**row) for row in rows])
+    return History.from_dicts(rows)
 
 
 def _bad(path: Path, problem: str) -> CheckpointError:
