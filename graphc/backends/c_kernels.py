@@ -39,11 +39,11 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from graphc.backends import native, vector_math
+from graphc.backends import native, rows, vector_math
 from graphc.backends.c_style import C_TYPES, expression, literal, supports
 from graphc.ir import dtypes
 from graphc.ir.node import Node
-from graphc.passes.fusion import Group, same_shape
+from graphc.passes.fusion import Group
 
 FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-ffp-contract=off", "-fwrapv", "-shared", "-fPIC"]
 
@@ -69,6 +69,27 @@ PRELUDE = """#include <math.h>
    them: flush their operands by hand, to the zero of the same sign, as the hardware does. */
 static inline double daz(double x) { return fabs(x) < DBL_MIN ? copysign(0.0, x) : x; }
 static inline float dazf(float x) { return fabsf(x) < FLT_MIN ? copysignf(0.0f, x) : x; }
+/* Sums and maxima over a row, in NumPy's order: a reduction starts from 0 (so a row of -0 sums
+   to +0) and adds a contiguous row pairwise, with eight partial sums in blocks of up to 128. */
+#define ROW_REDUCTIONS(T, SUFFIX) \
+static T pairwise_##SUFFIX(const T *a, int64_t n) { \
+    if (n < 8) { T s = 0; for (int64_t i = 0; i < n; i++) s += a[i]; return s; } \
+    if (n <= 128) { \
+        T r[8]; int64_t i; \
+        for (int k = 0; k < 8; k++) r[k] = a[k]; \
+        for (i = 8; i < n - n % 8; i += 8) for (int k = 0; k < 8; k++) r[k] += a[i + k]; \
+        T s = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7])); \
+        for (; i < n; i++) s += a[i]; \
+        return s; } \
+    int64_t h = n / 2; h -= h % 8; \
+    return pairwise_##SUFFIX(a, h) + pairwise_##SUFFIX(a + h, n - h); } \
+static inline T row_sum_##SUFFIX(const T *a, int64_t n) { return (T)0 + pairwise_##SUFFIX(a, n); } \
+static inline T row_max_##SUFFIX(const T *a, int64_t n) { \
+    T m = a[0]; \
+    for (int64_t i = 1; i < n; i++) m = (m != m) ? m : (a[i] != a[i] || a[i] >= m) ? a[i] : m; \
+    return m; }
+ROW_REDUCTIONS(float, f)
+ROW_REDUCTIONS(double, d)
 
 """
 
@@ -89,29 +110,18 @@ def _index(operand: Node, out_ndim: int) -> str:
 def kernel_source(name: str, group: Group, describe: Callable[[Node], str]) -> str:
     """One C function ``void name(char **p, const int64_t *d)``: p holds the input then output
     pointers, d the loop dimensions (the group's shape, resolved)."""
+    if runs_by_rows(group):
+        return row_kernel_source(name, group, describe)
     ndim = len(group.shape)
-    local: dict[Node, str] = {}
-    lines = [f"void {name}(char **p, const int64_t *d) {{", "    FLUSH_SUBNORMALS_BEGIN"]
-    operands = pointer_operands(group)
-    inputs = len(operands) - len(group.outputs)
-    for k, node in enumerate(operands):
-        const = "const " if k < inputs else ""
-        lines.append(f"    {const}{C_TYPES[node.dtype]} *a{k} = ({const}{C_TYPES[node.dtype]} *)p[{k}];")
-    slot = {n: k for k, n in enumerate(operands)}
+    lines, slot, local = _opening(name, group)
     whole = next(m for m in reversed(group.members) if m.op != "sum")  # indexed by the whole loop
     body = [f"const int64_t o = {_index(whole, ndim) if ndim else '0'};"]
     for node in group.inputs:
-        if node not in slot:
-            local[node] = literal(node.attrs["value"].array.reshape(()).item(), node.dtype)
-        elif all(d == 1 for d in node.shape):  # one value for the whole loop: load it once
-            local[node] = f"s{slot[node]}"
-            lines.append(f"    const {C_TYPES[node.dtype]} s{slot[node]} = a{slot[node]}[0];")
-        else:
+        if node not in local:
             local[node] = f"a{slot[node]}[{_index(node, ndim) if ndim else '0'}]"
     for j, node in enumerate(group.members):
         if node.op == "sum":  # a column sum (see is_column_sum): zeroed first, one row added per i0
-            lines.append(f"    for (int64_t j = 0; j < {' * '.join(f'd[{k}]' for k in range(1, ndim))}; j++) "
-                         f"a{slot[node]}[j] = 0;")
+            lines.append(_zeroed(node, slot, " * ".join(f"d[{k}]" for k in range(1, ndim))))
             body.append(f"a{slot[node]}[{_index(node, ndim)}] += {local[node.inputs[0]]};  /* {describe(node)} */")
             continue
         var = f"v{j}"
@@ -135,6 +145,107 @@ def kernel_source(name: str, group: Group, describe: Callable[[Node], str]) -> s
         lines.append(f"{indent}}}")
     lines += ["    FLUSH_SUBNORMALS_END", "}"]
     return "\n".join(lines)
+
+
+def runs_by_rows(group: Group) -> bool:
+    """Is ``group`` a loop over rows (mixed row shapes, row reductions, one-hot rows), not over elements?"""
+    return rows.is_row_group([m for m in group.members if not is_column_sum(m)])
+
+
+def row_kernel_source(name: str, group: Group, describe: Callable[[Node], str]) -> str:
+    """A group of row values (see :mod:`graphc.backends.rows`) as a loop over rows r < d[0].
+
+    In each row, an [R, C] member is a local array of C values computed in a loop over the
+    columns c, an [R, 1] or [R] member one value; row reductions take NumPy's order (the
+    ``row_sum`` and ``row_max`` helpers).  A row's outputs are stored after all its values
+    are computed, so they may overwrite the row's operands in place; column sums are zeroed
+    first and add one row per iteration, as NumPy adds them."""
+    lines, slot, local = _opening(name, group)
+    wide: set[Node] = set()  # members holding a row of C > 1 values
+
+    def columns(node: Node) -> int:
+        return node.shape[1] if node.ndim == 2 else 1
+
+    def read(node: Node, consumer: Node) -> str:
+        """``node`` as ``consumer`` reads it: at column c when ``consumer`` is wide."""
+        if node in wide:
+            return f"{local[node]}[c]"
+        if node in local:
+            return local[node]
+        # NumPy aligns shapes on the right: a 1-D operand of a wide member runs along its columns.
+        indices = ("r", "c")[2 - node.ndim:] if consumer.ndim == 2 else ("r",)
+        terms = []
+        for axis, (dim, index) in enumerate(zip(node.shape, indices)):
+            if dim != 1:
+                stride = int(np.prod(node.shape[axis + 1:], dtype=np.int64))
+                terms.append(f"{index} * {stride}" if stride != 1 else index)
+        return f"a{slot[node]}[{' + '.join(terms) or '0'}]"
+
+    def each_column(node: Node, statement: str) -> str:
+        return f"for (int64_t c = 0; c < {columns(node)}; c++) {statement}"
+
+    body: list[str] = []
+    for j, node in enumerate(group.members):
+        t, var, comment = C_TYPES[node.dtype], f"v{j}", f"  /* {describe(node)} */"
+        if is_column_sum(node):
+            x = node.inputs[0]
+            lines.append(_zeroed(node, slot, str(columns(x))))
+            body.append(each_column(x, f"a{slot[node]}[c] += {read(x, x)};") + comment)
+            continue
+        if rows.is_row_reduction(node):
+            x = node.inputs[0]
+            if x not in wide:  # gather the row the helper reads
+                body.append(f"{t} {var}_row[{columns(x)}];")
+                body.append(each_column(x, f"{var}_row[c] = {read(x, x)};"))
+            row = local[x] if x in wide else f"{var}_row"
+            suffix = "f" if node.dtype == "float32" else "d"
+            body.append(f"const {t} {var} = row_{node.op}_{suffix}({row}, {columns(x)});{comment}")
+        elif node.op == "one_hot":  # its labels are fed, [R] (see eligible)
+            label = f"a{slot[node.inputs[0]]}[r]"
+            body.append(f"{t} {var}[{columns(node)}];{comment}")
+            body.append(each_column(node, f"{var}[c] = ({t})({label} == c);"))
+            wide.add(node)
+        elif columns(node) > 1:
+            body.append(f"{t} {var}[{columns(node)}];{comment}")
+            operands = [read(i, node) for i in node.inputs]
+            body.append(each_column(node, f"{var}[c] = {expression(node, operands)};"))
+            wide.add(node)
+        else:
+            body.append(f"const {t} {var} = {expression(node, [read(i, node) for i in node.inputs])};{comment}")
+        local[node] = var
+    for node in group.outputs:
+        if not is_column_sum(node):
+            body.append(each_column(node, f"a{slot[node]}[r * {columns(node)} + c] = {local[node]}[c];")
+                        if node in wide else f"a{slot[node]}[r] = {local[node]};")
+    lines.append("    for (int64_t r = 0; r < d[0]; r++) {")
+    lines += ["        " + b for b in body]
+    lines += ["    }", "    FLUSH_SUBNORMALS_END", "}"]
+    return "\n".join(lines)
+
+
+def _opening(name: str, group: Group) -> tuple[list[str], dict[Node, int], dict[Node, str]]:
+    """A kernel's first lines: its pointers, and the inputs that are one value for the whole loop
+    (constants, and loaded once: arrays of one element); also each pointer's slot in p."""
+    lines = [f"void {name}(char **p, const int64_t *d) {{", "    FLUSH_SUBNORMALS_BEGIN"]
+    operands = pointer_operands(group)
+    inputs = len(operands) - len(group.outputs)
+    for k, node in enumerate(operands):
+        const = "const " if k < inputs else ""
+        lines.append(f"    {const}{C_TYPES[node.dtype]} *a{k} = ({const}{C_TYPES[node.dtype]} *)p[{k}];")
+    slot = {n: k for k, n in enumerate(operands)}
+    local: dict[Node, str] = {}
+    for node in group.inputs:
+        if node not in slot:
+            local[node] = literal(node.attrs["value"].array.reshape(()).item(), node.dtype)
+        elif all(d == 1 for d in node.shape):
+            local[node] = f"s{slot[node]}"
+            lines.append(f"    const {C_TYPES[node.dtype]} s{slot[node]} = a{slot[node]}[0];")
+    return lines, slot, local
+
+
+def _zeroed(column_sum: Node, slot: dict[Node, int], size: str) -> str:
+    """The loop that zeroes a column sum of ``size`` values before rows are added to it."""
+    return f"    for (int64_t j = 0; j < {size}; j++) a{slot[column_sum]}[j] = 0;"
 
 
 def _without_comments(source: str) -> str:
@@ -269,13 +380,14 @@ def _cpu_tag() -> str:
         return ""
 
 
-def pointers(arrays: Sequence[np.ndarray]) -> ctypes.Array:
+def pointers(arrays: Sequence[Optional[np.ndarray]]) -> ctypes.Array:
     """The kernel's pointer table, made once when the step is bound.  It keeps its arrays
-    alive: a buffer only a kernel reads must not be freed under it."""
+    alive: a buffer only a kernel reads must not be freed under it.  A fed operand is None
+    here; the step writes its address into the table at each call."""
     for a in arrays:
-        if not a.flags.c_contiguous:
+        if a is not None and not a.flags.c_contiguous:
             raise ValueError("a fused kernel operand is not contiguous")
-    table = (ctypes.c_void_p * len(arrays))(*[a.ctypes.data for a in arrays])
+    table = (ctypes.c_void_p * len(arrays))(*[None if a is None else a.ctypes.data for a in arrays])
     table.arrays = list(arrays)  # type: ignore[attr-defined]
     return table
 
@@ -285,27 +397,40 @@ def dims(shape: Sequence[int]) -> ctypes.Array:
 
 
 def eligible(node: Node) -> bool:
-    """Can ``node`` be a member of a fused C group?  Its operands must have addresses fixed
-    when the step is bound (buffers, variables, views of them), not fed arrays or strided views.
-    A column sum may join the group of the value it sums (see ``joins``)."""
-    return (supports(node.op) and all(_fixed_address(i) for i in node.inputs)) or is_column_sum(node)
+    """Can ``node`` be a member of a fused C group?  Its operands must be contiguous arrays the
+    loop can point at: fixed when the step is bound (buffers, variables, views of them) or fed
+    (inputs), not strided views.  Besides elementwise ops, a float sum or max over a row and a
+    one-hot row may join a group of row values, and a column sum the group of the value it sums
+    (see ``joins``)."""
+    if is_column_sum(node):
+        return True
+    if not all(i.op == "input" or _fixed_address(i) for i in node.inputs):
+        return False
+    if node.op == "one_hot":  # of fed labels only: the step checks them on entry
+        return rows.fusable(node) and node.inputs[0].op == "input"
+    return supports(node.op) or (rows.is_row_reduction(node) and dtypes.is_float(node.dtype))
 
 
 def is_column_sum(node: Node) -> bool:
     """A float sum over the first axis of an array of two or more dimensions (a bias gradient).
 
     In a loop over its operand's elements it accumulates row by row, in the order NumPy adds
-    along that axis (one row after another), so the result is NumPy's bit for bit."""
-    return (node.op == "sum" and node.attrs["axes"] == (0,) and node.inputs[0].ndim >= 2
-            and dtypes.is_float(node.dtype))
+    along that axis (one row after another), so the result is NumPy's bit for bit.  When the
+    other axes hold one value in all, NumPy sums the column pairwise instead: not such a sum."""
+    if not (node.op == "sum" and node.attrs["axes"] == (0,) and node.inputs[0].ndim >= 2
+            and dtypes.is_float(node.dtype)):
+        return False
+    rest = node.inputs[0].shape[1:]
+    return not all(d == 1 for d in rest)
 
 
 def joins(operand: Node, node: Node) -> bool:
-    """Elementwise ops of one shape share a loop, and a column sum joins the loop of the value it
-    sums; nothing in the loop may read a column sum, which is complete only when the loop ends."""
+    """Elementwise ops of one shape share a loop, as do row values of one R (a softmax's rows,
+    reductions included); a column sum joins the loop of the value it sums.  Nothing in the loop
+    may read a column sum, which is complete only when the loop ends."""
     if is_column_sum(operand):
         return False
-    return is_column_sum(node) or same_shape(operand, node)
+    return is_column_sum(node) or rows.joins(operand, node)
 
 
 def _fixed_address(node: Node) -> bool:

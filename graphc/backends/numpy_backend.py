@@ -21,7 +21,7 @@ import numpy as np
 
 from graphc.backends import c_kernels, numpy_kernels, vector_math
 from graphc.backends.base import Backend, KernelBuildFailed
-from graphc.backends.numpy_lowering import lower
+from graphc.backends.numpy_lowering import lower, site_arg
 from graphc.ir.shapes import resolve
 from graphc.ir.node import Node
 from graphc.ir.printing import Namer, describe
@@ -111,6 +111,11 @@ class _Writer:
         self.kernels: list[str] = []  # C source of each distinct fused loop
         self.kernel_names: dict[str, str] = {}  # a loop's code (no name, no comments) → its function
         self.calls = 0  # fused groups called so far
+        self.entry_lines: list[str] = []  # run first in each call: fed arrays the fused loops read, made ready
+
+    def entry(self, line: str) -> None:
+        if line not in self.entry_lines:
+            self.entry_lines.append(line)
 
     def ref(self, node: Node) -> str:
         return self.ctx.constant(node) if node.op == "constant" else self.names[node]
@@ -195,9 +200,16 @@ class _Writer:
         for out in group.outputs:
             self.names[out] = self.place_name(self.plan.place[out])
             self.bind_known.add(out)
-        operands = [self.ref(n) for n in c_kernels.pointer_operands(group)]
-        self.bind_lines.append(f"P{k} = c.pointers([{', '.join(operands)}])")
+        operands = c_kernels.pointer_operands(group)
+        self.bind_lines.append(f"P{k} = c.pointers([{', '.join('None' if n.op == 'input' else self.ref(n) for n in operands)}])")
         self.bind_lines.append(f"D{k} = c.dims({self.ctx.shape(group.shape)})")
+        for j, n in enumerate(operands):
+            if n.op == "input":  # fed: a new array at each call, made contiguous on entry
+                self.entry(f"{self.names[n]} = k.contiguous({self.names[n]})  # a fused loop reads it")
+                self.step_lines.append(f"P{k}[{j}] = {self.names[n]}.ctypes.data")
+        for m in group.members:
+            if m.op == "one_hot":  # fed labels, checked before the step changes anything
+                self.entry(f"k.check_labels({self.ref(m.inputs[0])}, {m.attrs['depth']}{site_arg(m)})")
         ir = " ".join(self.ir_name(m) for m in group.members)
         self.step_lines.append(f"{function}(P{k}, D{k})  # fused {ir}: {len(group.members)} ops in one loop")
 
@@ -252,6 +264,7 @@ class _Writer:
         head += [f"    b{b.index} = B[{b.index}]" for b in self.plan.buffers]
         lines = head + ["    " + line for line in self.bind_lines]
         lines.append(f"    def {self.program.name}({', '.join(self.names[i] for i in self.inputs)}):")
+        lines += ["        " + line for line in self.entry_lines]
         lines += ["        " + line for line in self.step_lines]
         lines.append(f"    return {self.program.name}")
         return "\n".join(lines) + "\n"

@@ -14,7 +14,7 @@ import numpy as np
 
 from graphc.backends.base import Backend, StepFunction
 from graphc.backends.cuda.binding import DeviceStep
-from graphc.backends.cuda import rows
+from graphc.backends import rows
 from graphc.backends.cuda.codegen import lower, translation_unit
 from graphc.backends.cuda.listing import listing
 from graphc.backends.cuda.program import DeviceProgram

@@ -26,7 +26,7 @@ from typing import Optional
 import numpy as np
 
 from graphc.backends.c_style import C_TYPES, expression, literal, supports
-from graphc.backends.cuda import rows
+from graphc.backends import rows
 from graphc.backends.cuda.kernels import PRELUDE, RNG_ADVANCE, KernelText, axis_indices, offset
 from graphc.backends.cuda.program import (Copy, DeviceProgram, Gemm, Launch, Region, Size, View,
                                           row_major_strides)
@@ -435,7 +435,7 @@ class _Lowering:
             self.elementwise(group.members, group.inputs, group.outputs, group.shape, "fused", note)
 
     def rows(self, group: Group, note: str) -> None:
-        """A group of row values as one kernel, a thread per row (see :mod:`graphc.backends.cuda.rows`).
+        """A group of row values as one kernel, a thread per row (see :mod:`graphc.backends.rows`).
 
         [R, C] values live in arrays of C registers, [R, 1] and [R] values in one; every operand is
         read before any result is stored, so results may overwrite operands in place.  Inside a loop

@@ -1,11 +1,12 @@
-"""Which nodes the CUDA backend fuses, beyond elementwise ops of one shape: whole rows.
+"""Whole rows as one loop: which nodes a backend may fuse beyond elementwise ops of one shape.
 
 A softmax and its cross-entropy are elementwise ops on [N, C] and [N, 1] values
-with reductions over C between them; as separate kernels that is a dozen
-launches, each reading and writing the batch.  With C small (10 classes), one
-thread can own a row: the CUDA backend lets such nodes form one group, and the
-code generator runs the group as one kernel with a thread per row
-(:meth:`graphc.backends.cuda.codegen._Lowering.rows`).
+with reductions over C between them; run op by op that is a dozen calls (or
+kernel launches), each reading and writing the batch.  With C small (10
+classes), one loop iteration (a CUDA thread) can own a row: both backends let
+such nodes form one group, and run it with a row per iteration — the CUDA code
+generator as a thread per row (:meth:`graphc.backends.cuda.codegen._Lowering.rows`),
+the C loops as a loop over rows (:func:`graphc.backends.c_kernels.row_kernel_source`).
 
 A row value is [R, C] with a static C of at most ``MAX_ROW``, [R, 1], or [R];
 the members of one group share R.  A 1-D [R] value never feeds a 2-D member of
@@ -26,16 +27,19 @@ def row_shaped(node: Node) -> bool:
     return len(shape) == 2 and isinstance(shape[1], int) and shape[1] <= MAX_ROW
 
 
+def is_row_reduction(node: Node) -> bool:
+    """A sum or max over the columns of a row value."""
+    if node.op not in ("sum", "max"):
+        return False
+    x = node.inputs[0]
+    return x.ndim == 2 and row_shaped(x) and tuple(node.attrs["axes"]) == (1,)
+
+
 def fusable(node: Node) -> bool:
     """Elementwise ops, and the row ops a row kernel computes: reductions over a row, one-hot rows."""
-    if supports(node.op):
+    if supports(node.op) or is_row_reduction(node):
         return True
-    if node.op in ("sum", "max"):
-        x = node.inputs[0]
-        return x.ndim == 2 and row_shaped(x) and tuple(node.attrs["axes"]) == (1,)
-    if node.op == "one_hot":
-        return node.ndim == 2 and row_shaped(node)
-    return False
+    return node.op == "one_hot" and node.ndim == 2 and row_shaped(node)
 
 
 def joins(operand: Node, node: Node) -> bool:
