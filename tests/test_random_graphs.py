@@ -103,7 +103,7 @@ def test_every_node_of_a_random_graph_compiles_to_the_interpreters_value(passes:
 @given(graph=graphs(smooth=True))
 def test_smooth_random_graph_gradients_match_finite_differences(graph: RandomGraph) -> None:
     errors = check_grads(graph.output, graph.values, graph.inputs)
-    assert set(errors) == set(graph.values)
+    assert set(errors) == {n.name for n in graph.inputs}
 
 
 @SLOW_OK
