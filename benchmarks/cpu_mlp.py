@@ -225,12 +225,23 @@ def timing_batches(x: np.ndarray, y: np.ndarray, batch: int, steps: int) -> list
             for i in range(0, steps * batch, batch)]
 
 
-def interleaved_times(versions: dict[str, Callable], batches: list, rounds: int) -> dict[str, list[float]]:
+def interleaved_times(versions: dict[str, Callable], batches: list, rounds: int,
+                      pause: float = 0.25) -> dict[str, list[float]]:
     """ms per step of each version, one figure per round; versions take turns within a round,
-    so drift on a shared machine hits all alike."""
+    so drift on a shared machine hits all alike.
+
+    A version's thread pool keeps spinning for a while after its last step (OpenBLAS for about
+    0.1 s, OpenMP and XLA's pools too), and a spinning thread takes a core from whichever
+    version runs next.  So before each turn the harness waits ``pause`` seconds for those
+    threads to park, runs one untimed step (waking the version's own threads), and the order
+    of turns rotates from round to round, so that no version always follows the same one."""
     times: dict[str, list[float]] = {name: [] for name in versions}
-    for _ in range(rounds):
-        for name, step in versions.items():
+    names = list(versions)
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            step = versions[name]
+            time.sleep(pause)
+            step(*batches[-1])
             started = time.perf_counter()
             for xb, yb in batches:
                 step(xb, yb)
