@@ -1,14 +1,19 @@
-"""Fused elementwise groups as C loops, compiled once and called through ctypes.
+"""Fused groups as C loops, compiled once and called through ctypes.
 
 NumPy runs one pass over memory per op, and a 235k-parameter Adam update is a
 dozen such passes.  A fused group runs as one loop that keeps intermediates in
 registers: measured on the 2-core CI machine, Adam over the MLP's parameters
 took 0.42 ms as NumPy ufuncs with ``out=`` and 0.12 ms as one C loop, while
 numexpr (the obvious library for this) took 0.9 ms there — slower than NumPy.
+A group of elementwise ops of one shape is a loop over elements; a group of
+row values (a softmax and its cross-entropy, see :mod:`graphc.backends.rows`)
+is a loop over rows, each row kept in locals.
 
 The C follows NumPy's arithmetic exactly where it can: IEEE float32/float64
 without fast-math, no FMA contraction (``-ffp-contract=off``), NaN-propagating
-max/min/relu/sign, NumPy's choice between 0 and -0, wrapping integer overflow
+max/min/relu/sign, NumPy's choice between 0 and -0 (not always in a row's
+maximum, which NumPy takes in vector lanes: of a row mixing 0 and -0 and no
+larger value, about 2 % come out the other zero), wrapping integer overflow
 (``-fwrapv``), any non-zero value cast to bool is true.  A float cast to an
 integer type is undefined for NaN, infinities and values out of range, in C as
 in NumPy (which warns).  Transcendentals come from libm, which may differ from NumPy's own in

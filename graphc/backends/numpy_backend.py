@@ -211,7 +211,8 @@ class _Writer:
             if m.op == "one_hot":  # fed labels, checked before the step changes anything
                 self.entry(f"k.check_labels({self.ref(m.inputs[0])}, {m.attrs['depth']}{site_arg(m)})")
         ir = " ".join(self.ir_name(m) for m in group.members)
-        self.step_lines.append(f"{function}(P{k}, D{k})  # fused {ir}: {len(group.members)} ops in one loop")
+        loop = "one loop over rows" if c_kernels.runs_by_rows(group) else "one loop"
+        self.step_lines.append(f"{function}(P{k}, D{k})  # fused {ir}: {len(group.members)} ops in {loop}")
 
     def _owned(self, node: Node) -> bool:
         """Does the step own this value's memory (a buffer, a variable, or a view of one)?"""

@@ -2,8 +2,8 @@
 
 A group is a set of nodes that execute together at the position of their last
 member: by default elementwise nodes of one shape; a backend may let other
-nodes in (``eligible``) and relax the shape rule (``joins``), as the CUDA
-backend does to run a softmax's rows, reductions included, in one kernel, and
+nodes in (``eligible``) and relax the shape rule (``joins``), as both backends
+do to run a softmax's rows, reductions included, as one kernel or loop, and
 the C loops do to accumulate column sums.  A node joins the group of an operand
 only if ``joins`` accepts every member of that group it reads, and if nothing
 outside the group needs that group's values before this node runs
