@@ -14,7 +14,8 @@ import pytest
 import graphc as gc
 from graphc.backends import c_kernels
 
-pytestmark = pytest.mark.skipif(c_kernels.compiler() is None, reason="no C compiler (or GRAPHC_KERNELS=numpy)")
+pytestmark = [pytest.mark.skipif(c_kernels.compiler() is None, reason="no C compiler (or GRAPHC_KERNELS=numpy)"),
+              pytest.mark.usefixtures("c_kernels_must_build")]
 
 
 def _group_with_sum(step):

@@ -33,6 +33,7 @@ from graphc.runtime.step import CompiledStep
 from graphc.ir.primitives import BINARY, COMPARE, ELEMENTWISE, LEAF, PRIMITIVES, SELECT, UNARY
 
 needs_c = pytest.mark.skipif(c_kernels.compiler() is None, reason="no C compiler (or GRAPHC_KERNELS=numpy)")
+pytestmark = pytest.mark.usefixtures("c_kernels_must_build")
 
 TRANSCENDENTAL_ULPS = 2  # libm against NumPy's own (SIMD) implementations; 1 seen on x86-64
 

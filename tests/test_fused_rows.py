@@ -13,7 +13,8 @@ import pytest
 import graphc as gc
 from graphc.backends import c_kernels
 
-pytestmark = pytest.mark.skipif(c_kernels.compiler() is None, reason="no C compiler (or GRAPHC_KERNELS=numpy)")
+pytestmark = [pytest.mark.skipif(c_kernels.compiler() is None, reason="no C compiler (or GRAPHC_KERNELS=numpy)"),
+              pytest.mark.usefixtures("c_kernels_must_build")]
 
 
 def _row_groups(step) -> list:
@@ -130,3 +131,85 @@ def test_fed_arrays_a_loop_reads_may_be_strided_misaligned_or_big_endian() -> No
     for xs, ys in [(xb.astype(">f4"), yb.astype(">i4")), (np.repeat(xb, 2, axis=0)[::2], np.repeat(yb, 2)[::2]),
                    (np.asfortranarray(xb), misaligned)]:
         assert step(x=xs, y=ys) == want
+
+
+# ---------------------------------------------------------------- gaps a mutation run found
+
+def test_the_c_row_helpers_add_in_numpys_order_for_rows_of_any_length() -> None:
+    """``row_sum`` directly, past the 64 columns a row loop holds today (NumPy's blocks of 128)."""
+    source = "\n".join(f"void sum_{s}(char **p, const int64_t *d) {{ *({t} *)p[1] = row_sum_{s}((const {t} *)p[0], d[0]); }}"
+                       for s, t in (("f", "float"), ("d", "double")))
+    functions = c_kernels.build(source, ["sum_f", "sum_d"])
+    rng = np.random.default_rng(7)
+    for n in range(1, 400):
+        for suffix, dtype in (("f", np.float32), ("d", np.float64)):
+            row = _scaled(rng, (n,), dtype.__name__)
+            out = np.zeros((), dtype)
+            functions[f"sum_{suffix}"](c_kernels.pointers([row, out]), c_kernels.dims((n,)))
+            assert out == np.sum(row), (n, dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_row_maximum_of_tied_zeros_is_numpys_zero(dtype: str) -> None:
+    rows = np.array([[0.0, -0.0, -0.0], [-0.0, 0.0, 0.0], [-0.0, -0.0, 0.0], [0.0, 0.0, -0.0]], dtype)
+    P = gc.param("P", rows.shape, dtype=dtype)
+    half = gc.param("half", (3,), dtype=dtype)
+    step = gc.compile(gc.max(P * half, axis=1))
+    assert _row_groups(step)
+    step.state.values.update(P=rows, half=np.full(3, 0.5, dtype))
+    got, want = step(), np.max(rows * 0.5, axis=1)
+    np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
+
+
+def test_reductions_of_a_fed_input_without_keepdims() -> None:
+    x = gc.input("x", (None, 5), dtype="float64")
+    step = gc.compile(gc.sum(x, axis=1) * 2.0 - gc.max(x, axis=1))
+    [group] = _row_groups(step)
+    assert sorted(m.op for m in group.members) == ["max", "mul", "sub", "sum"]
+    xb = np.random.default_rng(8).standard_normal((6, 5))
+    np.testing.assert_array_equal(step(x=xb), xb.sum(axis=1) * 2.0 - xb.max(axis=1))
+
+
+@pytest.mark.parametrize("dtype", ["int32", "int64"])
+def test_integer_row_reductions_stay_with_numpy(dtype: str) -> None:
+    x = gc.input("x", (None, 5), dtype=dtype)
+    square = x * x
+    step = gc.compile({"sum": gc.sum(square, axis=1, keepdims=True) + square, "max": gc.max(square, axis=1)})
+    assert not any(c_kernels.runs_by_rows(g) and any(m.op in ("sum", "max") and m.dtype == dtype for m in g.members)
+                   for g in step.plan.groups)
+    xb = np.random.default_rng(9).integers(-1000, 1000, (7, 5)).astype(dtype)
+    got = step(x=xb)
+    np.testing.assert_array_equal(got["sum"], np.sum(xb * xb, axis=1, keepdims=True, dtype=dtype) + xb * xb)
+    np.testing.assert_array_equal(got["max"], np.max(xb * xb, axis=1))
+
+
+def test_a_row_of_r_values_broadcasts_along_the_columns_even_when_r_equals_c() -> None:
+    """e + exp(Σ e) with e of shape [4, 4]: NumPy adds the [4] sums along each row, not down each column."""
+    P = gc.param("P", (4, 4), dtype="float64")
+    e = P * P
+    step = gc.compile(e + gc.exp(gc.sum(e, axis=1)))
+    values = np.random.default_rng(10).standard_normal((4, 4))
+    step.state.values["P"] = values
+    squares = values * values
+    np.testing.assert_allclose(step(), squares + np.exp(squares.sum(axis=1)), rtol=1e-12)
+
+
+def test_a_row_value_times_a_fed_row_of_weights() -> None:
+    x = gc.input("x", (None, 5), dtype="float64")
+    b = gc.input("b", (None,), dtype="float64")
+    step = gc.compile(gc.sum(x * x, axis=1) * b)
+    [group] = _row_groups(step)
+    assert sorted(m.op for m in group.members) == ["mul", "mul", "sum"]
+    rng = np.random.default_rng(11)
+    xb, bb = rng.standard_normal((6, 5)), rng.standard_normal(6)
+    np.testing.assert_array_equal(step(x=xb, b=bb), np.sum(xb * xb, axis=1) * bb)
+
+
+def test_a_one_hot_of_a_single_fed_label() -> None:
+    y = gc.input("y", (), dtype="int32")
+    w = gc.param("w", (5,))
+    step = gc.compile(gc.one_hot(y, 5) * w)
+    weights = np.arange(1, 6, dtype=np.float32)
+    step.state.values["w"] = weights
+    for label in range(5):
+        np.testing.assert_array_equal(step(y=np.array(label, np.int32)), np.eye(5, dtype=np.float32)[label] * weights)

@@ -33,8 +33,11 @@ from graphc.testing.strategies import RandomGraph, graphs
 EXAMPLES = 40
 F64 = "float64"
 TOLERANCE = {"float64": 1e-10, "float32": 2e-4}
+# The fixture only swaps a function for one that checks its result: nothing to reset per example.
 SLOW_OK = settings(max_examples=EXAMPLES, deadline=None,
-                   suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+                   suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                          HealthCheck.function_scoped_fixture])
+pytestmark = pytest.mark.usefixtures("c_kernels_must_build")  # values right after a fallback are not enough
 
 
 def assert_same_values(compiled: Sequence[object], reference: Sequence[np.ndarray], tolerance: float = 1e-10) -> None:
