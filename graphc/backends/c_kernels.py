@@ -95,6 +95,16 @@ static inline T row_max_##SUFFIX(const T *a, int64_t n) { \
     return m; }
 ROW_REDUCTIONS(float, f)
 ROW_REDUCTIONS(double, d)
+/* The first label outside 0..depth-1, or -1: one vectorized pass for the usual all-good case. */
+#define LABEL_CHECK(T) \
+int64_t first_bad_##T(const T##_t *y, int64_t n, int64_t depth) { \
+    uint64_t worst = 0; \
+    for (int64_t i = 0; i < n; i++) { uint64_t u = (uint64_t)(int64_t)y[i]; worst = u > worst ? u : worst; } \
+    if (worst < (uint64_t)depth) return -1; \
+    for (int64_t i = 0; i < n; i++) if ((uint64_t)(int64_t)y[i] >= (uint64_t)depth) return i; \
+    return -1; }
+LABEL_CHECK(int32)
+LABEL_CHECK(int64)
 
 """
 
@@ -357,7 +367,19 @@ def _open(library: Path, names: Sequence[str]) -> dict[str, Callable]:
     helped = getattr(lib, c_threads.HELPED)
     helped.argtypes, helped.restype = [], ctypes.c_int64
     functions[c_threads.HELPED] = helped
+    for dtype in LABEL_DTYPES:
+        check = getattr(lib, label_check(dtype))
+        check.argtypes, check.restype = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64], ctypes.c_int64
+        functions[label_check(dtype)] = check
     return functions
+
+
+LABEL_DTYPES = ("int32", "int64")  # labels a fused one-hot reads (its check is in every library)
+
+
+def label_check(dtype: str) -> str:
+    """The library's function that finds the first label out of range (-1 if none)."""
+    return f"first_bad_{dtype}"
 
 
 def _compile_into(cc: str, source: str, folder: Path, tag: str) -> None:
@@ -397,14 +419,13 @@ def _cpu_tag() -> str:
         return ""
 
 
-def pointers(arrays: Sequence[Optional[np.ndarray]]) -> ctypes.Array:
+def pointers(arrays: Sequence[np.ndarray]) -> ctypes.Array:
     """The kernel's pointer table, made once when the step is bound.  It keeps its arrays
-    alive: a buffer only a kernel reads must not be freed under it.  A fed operand is None
-    here; the step writes its address into the table at each call."""
+    alive: a buffer only a kernel reads must not be freed under it."""
     for a in arrays:
-        if a is not None and not a.flags.c_contiguous:
+        if not a.flags.c_contiguous:
             raise ValueError("a fused kernel operand is not contiguous")
-    table = (ctypes.c_void_p * len(arrays))(*[None if a is None else a.ctypes.data for a in arrays])
+    table = (ctypes.c_void_p * len(arrays))(*[a.ctypes.data for a in arrays])
     table.arrays = list(arrays)  # type: ignore[attr-defined]
     return table
 
@@ -415,8 +436,8 @@ def dims(shape: Sequence[int]) -> ctypes.Array:
 
 def eligible(node: Node) -> bool:
     """Can ``node`` be a member of a fused C group?  Its operands must be contiguous arrays the
-    loop can point at: fixed when the step is bound (buffers, variables, views of them) or fed
-    (inputs), not strided views.  Besides elementwise ops, a float sum or max over a row and a
+    loop can point at, fixed when the step is bound: buffers, variables, views of them, and
+    inputs (copied on entry into a buffer of their own), not strided views.  Besides elementwise ops, a float sum or max over a row and a
     one-hot row may join a group of row values, and a column sum the group of the value it sums
     (see ``joins``)."""
     if is_column_sum(node):
@@ -424,7 +445,7 @@ def eligible(node: Node) -> bool:
     if not all(i.op == "input" or _fixed_address(i) for i in node.inputs):
         return False
     if node.op == "one_hot":  # of fed labels only: the step checks them on entry
-        return rows.fusable(node) and node.inputs[0].op == "input"
+        return rows.fusable(node) and node.inputs[0].op == "input" and node.inputs[0].dtype in LABEL_DTYPES
     return supports(node.op) or (rows.is_row_reduction(node) and dtypes.is_float(node.dtype))
 
 

@@ -200,19 +200,31 @@ class _Writer:
         for out in group.outputs:
             self.names[out] = self.place_name(self.plan.place[out])
             self.bind_known.add(out)
-        operands = c_kernels.pointer_operands(group)
-        self.bind_lines.append(f"P{k} = c.pointers([{', '.join('None' if n.op == 'input' else self.ref(n) for n in operands)}])")
+        operands = ", ".join(self._loop_operand(n) for n in c_kernels.pointer_operands(group))
+        self.bind_lines.append(f"P{k} = c.pointers([{operands}])")
         self.bind_lines.append(f"D{k} = c.dims({self.ctx.shape(group.shape)})")
-        for j, n in enumerate(operands):
-            if n.op == "input":  # fed: a new array at each call, made contiguous on entry
-                self.entry(f"{self.names[n]} = k.contiguous({self.names[n]})  # a fused loop reads it")
-                self.step_lines.append(f"P{k}[{j}] = {self.names[n]}.ctypes.data")
         for m in group.members:
             if m.op == "one_hot":  # fed labels, checked before the step changes anything
-                self.entry(f"k.check_labels({self.ref(m.inputs[0])}, {m.attrs['depth']}{site_arg(m)})")
+                labels, depth = self._loop_operand(m.inputs[0]), m.attrs["depth"]
+                self.entry(f"if {c_kernels.label_check(m.inputs[0].dtype)}({labels}_at, {labels}.size, {depth}) >= 0: "
+                           f"k.check_labels({self.names[m.inputs[0]]}, {depth}{site_arg(m)})")
         ir = " ".join(self.ir_name(m) for m in group.members)
         loop = "one loop over rows" if c_kernels.runs_by_rows(group) else "one loop"
         self.step_lines.append(f"{function}(P{k}, D{k})  # fused {ir}: {len(group.members)} ops in {loop}")
+
+    def _loop_operand(self, node: Node) -> str:
+        """A fused loop's operand; a fed one is copied on entry into a buffer made when the step is
+        bound, so that the loop's pointer is fixed and the array contiguous, aligned and in the
+        machine's byte order whatever the caller passed (these are labels and targets: small)."""
+        if node.op != "input":
+            return self.ref(node)
+        copy = f"fed_{self.names[node]}"
+        if copy not in self.taken:
+            self.taken.add(copy)
+            self.bind_lines += [f"{copy} = np.empty({self.ctx.shape(node.shape)}, np.{node.dtype})",
+                                f"{copy}_at = {copy}.ctypes.data"]
+            self.entry(f"np.copyto({copy}, {self.names[node]})  # fed to a fused loop")
+        return copy
 
     def _owned(self, node: Node) -> bool:
         """Does the step own this value's memory (a buffer, a variable, or a view of one)?"""

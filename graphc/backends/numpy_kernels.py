@@ -42,15 +42,6 @@ def one_hot(labels: np.ndarray, depth: int, dtype: type, out: Optional[np.ndarra
     return np.equal(labels[..., None], np.arange(depth, dtype=labels.dtype), out=out)
 
 
-def contiguous(x: np.ndarray) -> np.ndarray:
-    """A fed array as a C loop reads it: ``x`` itself, or a copy that is contiguous, aligned and
-    in the machine's byte order (a big-endian float32 is still float32 to the step's checks)."""
-    flags = x.flags
-    if flags.c_contiguous and flags.aligned and x.dtype.isnative:
-        return x
-    return np.array(x, dtype=x.dtype.newbyteorder("="), order="C")
-
-
 def cast(x: np.ndarray, dtype: type, out: Optional[np.ndarray] = None) -> np.ndarray:
     if out is None:
         return x.astype(dtype)
