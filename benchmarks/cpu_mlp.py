@@ -1,8 +1,7 @@
 """Side-by-side CPU benchmark: one Adam train step of a 784-256-128-10 ReLU MLP.
 
 Every version runs in this one process on the same weights and the same batch
-order: graphc's compiled step (fused C kernels; the same with its long loops
-kept on one thread; and the pure-NumPy path), a
+order: graphc's compiled step (fused C kernels, and the pure-NumPy path), a
 hand-optimized NumPy step written below, and — when installed — PyTorch eager
 and JAX jit.  Each version first trains one full epoch of real Fashion-MNIST,
 so that Adam's moments have had time to decay into float32 denormals where
@@ -59,22 +58,6 @@ def graphc_step(weights: list[np.ndarray], kernels: str) -> tuple[Callable, floa
     seconds = time.perf_counter() - started
     step.state.values.update({p.name: w.copy() for p, w in zip(net.parameters(), weights)})
     return (lambda xb, yb: step(x=xb, y=yb)), seconds
-
-
-def on_one_thread(step: Callable) -> Callable:
-    """``step`` with its long fused loops kept on the calling thread (``GRAPHC_THREADS=1``, which
-    the loops read at each call): the same compiled code, without the helper thread."""
-    def run(xb: np.ndarray, yb: np.ndarray):
-        before = os.environ.get("GRAPHC_THREADS")
-        os.environ["GRAPHC_THREADS"] = "1"
-        try:
-            return step(xb, yb)
-        finally:
-            if before is None:
-                del os.environ["GRAPHC_THREADS"]
-            else:
-                os.environ["GRAPHC_THREADS"] = before
-    return run
 
 
 # ---------------------------------------------------------------- hand-optimized NumPy
@@ -283,8 +266,6 @@ def run(batch: int, rounds: int, steps: int, data) -> None:
     versions: dict[str, Callable] = {}
     compile_s: dict[str, float] = {}
     versions["graphc"], compile_s["graphc"] = graphc_step(weights, "c")
-    step, compile_s["graphc, one thread"] = graphc_step(weights, "c")
-    versions["graphc, one thread"] = on_one_thread(step)
     versions["graphc (NumPy only)"], compile_s["graphc (NumPy only)"] = graphc_step(weights, "numpy")
     versions["hand NumPy"] = HandNumpy(weights)
     torch = torch_step(weights)

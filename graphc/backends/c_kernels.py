@@ -44,7 +44,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from graphc.backends import c_threads, native, rows, vector_math
+from graphc.backends import native, rows, vector_math
 from graphc.backends.c_style import C_TYPES, expression, literal, supports
 from graphc.ir import dtypes
 from graphc.ir.node import Node
@@ -128,11 +128,7 @@ def kernel_source(name: str, group: Group, describe: Callable[[Node], str]) -> s
     if runs_by_rows(group):
         return row_kernel_source(name, group, describe)
     ndim = len(group.shape)
-    # A loop with no column sum may run in chunks of its outer index on two threads (c_threads):
-    # the body is then a function of a range of i0, and ``name`` hands it to ``split_rows``.
-    split = ndim > 0 and not any(is_column_sum(m) for m in group.members)
-    lines, slot, local = _opening(f"static void {name}_part(char **p, const int64_t *d, int64_t lo, int64_t hi)"
-                                  if split else f"void {name}(char **p, const int64_t *d)", group)
+    lines, slot, local = _opening(name, group)
     whole = next(m for m in reversed(group.members) if m.op != "sum")  # indexed by the whole loop
     body = [f"const int64_t o = {_index(whole, ndim) if ndim else '0'};"]
     for node in group.inputs:
@@ -156,17 +152,13 @@ def kernel_source(name: str, group: Group, describe: Callable[[Node], str]) -> s
             # Outputs alias inputs only element for element (the memory plan's in-place
             # rule), so iterations are independent: let the compiler vectorize freely.
             lines.append(f"{indent}#pragma GCC ivdep")
-        start, stop = ("lo", "hi") if split and axis == 0 else ("0", f"d[{axis}]")
-        lines.append(f"{indent}for (int64_t i{axis} = {start}; i{axis} < {stop}; i{axis}++) {{")
+        lines.append(f"{indent}for (int64_t i{axis} = 0; i{axis} < d[{axis}]; i{axis}++) {{")
         indent += "    "
     lines += [indent + b for b in body]
     for axis in reversed(range(ndim)):
         indent = indent[:-4]
         lines.append(f"{indent}}}")
     lines += ["    FLUSH_SUBNORMALS_END", "}"]
-    if split:
-        per_row = " * ".join(f"d[{k}]" for k in range(1, ndim)) or "1"
-        lines += [f"void {name}(char **p, const int64_t *d) {{ split_rows({name}_part, p, d, d[0], {per_row}); }}"]
     return "\n".join(lines)
 
 
@@ -183,7 +175,7 @@ def row_kernel_source(name: str, group: Group, describe: Callable[[Node], str]) 
     ``row_sum`` and ``row_max`` helpers).  A row's outputs are stored after all its values
     are computed, so they may overwrite the row's operands in place; column sums are zeroed
     first and add one row per iteration, as NumPy adds them."""
-    lines, slot, local = _opening(f"void {name}(char **p, const int64_t *d)", group)
+    lines, slot, local = _opening(name, group)
     wide: set[Node] = set()  # members holding a row of C > 1 values
 
     def columns(node: Node) -> int:
@@ -246,10 +238,10 @@ def row_kernel_source(name: str, group: Group, describe: Callable[[Node], str]) 
     return "\n".join(lines)
 
 
-def _opening(signature: str, group: Group) -> tuple[list[str], dict[Node, int], dict[Node, str]]:
+def _opening(name: str, group: Group) -> tuple[list[str], dict[Node, int], dict[Node, str]]:
     """A kernel's first lines: its pointers, and the inputs that are one value for the whole loop
     (constants, and loaded once: arrays of one element); also each pointer's slot in p."""
-    lines = [f"{signature} {{", "    FLUSH_SUBNORMALS_BEGIN"]
+    lines = [f"void {name}(char **p, const int64_t *d) {{", "    FLUSH_SUBNORMALS_BEGIN"]
     operands = pointer_operands(group)
     inputs = len(operands) - len(group.outputs)
     for k, node in enumerate(operands):
@@ -275,9 +267,9 @@ def _without_comments(source: str) -> str:
     return re.sub(r"/\*.*?\*/", "", source)
 
 
-def loop_code(kernel: str, name: str) -> str:
+def loop_code(kernel: str) -> str:
     """What a kernel computes, without its name and comments: equal for groups one function can run."""
-    return re.sub(rf"\b{name}(?=\b|_part\b)", "KERNEL", _without_comments(kernel))
+    return _without_comments(kernel.split("\n", 1)[1])
 
 
 def pointer_operands(group: Group) -> list[Node]:
@@ -307,11 +299,11 @@ def build(source: str, names: Sequence[str]) -> Optional[dict[str, Callable]]:
     cc = compiler()
     if cc is None:
         return None
-    full = c_threads.source() + PRELUDE + vector_math.declarations() + source + "\n"
+    full = PRELUDE + vector_math.declarations() + source + "\n"
     # Comments (the IR each line came from) do not change the binary: leave them out of the key,
     # so an equal model rebuilt with other node numbers finds its library.
     code = _without_comments(full)
-    tag = hashlib.sha256("\0".join([code, cc, *FLAGS, *c_threads.options(), *vector_math.options(), platform.machine(),
+    tag = hashlib.sha256("\0".join([code, cc, *FLAGS, *vector_math.options(), platform.machine(),
                                     _cpu_tag()]).encode()).hexdigest()[:24]
     folder = _cache_dir()
     try:
@@ -364,9 +356,6 @@ def _open(library: Path, names: Sequence[str]) -> dict[str, Callable]:
         fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
         fn.restype = None
         functions[name] = fn
-    helped = getattr(lib, c_threads.HELPED)
-    helped.argtypes, helped.restype = [], ctypes.c_int64
-    functions[c_threads.HELPED] = helped
     for dtype in LABEL_DTYPES:
         check = getattr(lib, label_check(dtype))
         check.argtypes, check.restype = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64], ctypes.c_int64
@@ -389,8 +378,7 @@ def _compile_into(cc: str, source: str, folder: Path, tag: str) -> None:
         c_file.write_text(source)
         built = Path(tmp) / "kernels.so"
         try:
-            result = subprocess.run([cc, *FLAGS, *c_threads.options(), "-o", str(built), str(c_file),
-                                     *vector_math.options(), "-lm"],
+            result = subprocess.run([cc, *FLAGS, "-o", str(built), str(c_file), *vector_math.options(), "-lm"],
                                     capture_output=True, text=True)
         except OSError as exc:
             raise KernelCacheError(f"the C compiler {cc} cannot run: {exc.strerror or exc}") from None

@@ -194,7 +194,7 @@ class _Writer:
         name = f"fused{len(self.kernels)}"
         described = {m: self.comment(m) for m in group.members}
         source = c_kernels.kernel_source(name, group, described.__getitem__)
-        function = self.kernel_names.setdefault(c_kernels.loop_code(source, name), name)
+        function = self.kernel_names.setdefault(c_kernels.loop_code(source), name)
         if function == name:
             self.kernels.append(source)
         for out in group.outputs:

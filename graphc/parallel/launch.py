@@ -62,10 +62,7 @@ def threads_per_rank(environ: Mapping[str, str] = os.environ, cores: int | None 
 
 def share_cores(environ: Mapping[str, str] = os.environ) -> None:
     """Limit BLAS to this rank's share of the cores, so K ranks on a machine do not run K × cores
-    threads that spin on each other; a thread count the user set in the environment is kept.
-    A rank with one core to itself also keeps its fused loops on one thread (``GRAPHC_THREADS``)."""
-    if "GRAPHC_THREADS" not in environ and threads_per_rank(environ) == 1:
-        os.environ["GRAPHC_THREADS"] = "1"  # read by the fused loops' library when it first splits a loop
+    threads that spin on each other; a thread count the user set in the environment is kept."""
     if any(name in environ for name in _THREAD_VARIABLES):
         return
     try:
