@@ -4,11 +4,15 @@ Each line carries the IR statement it came from and the user's source line, so
 the generated step reads as the graph and a profile of it points back at the
 model.  The source defines ``bind(V, A, B, S, rng)``: given the variable
 arrays ``V``, the store's arenas ``A``, the buffers ``B`` preallocated for one
-batch size and the symbolic sizes ``S`` of that batch, it makes every view that does not depend on the fed inputs (a weight's
-transpose, a gradient's slice of the packed buffer) once, checking that each
-really shares its operand's memory, and returns the step function.  What is left inside the step is the arithmetic, writing into the
-places the memory plan chose (``out=``).  With an empty plan, every line
-allocates its result: that is the unplanned reference path.
+batch size and the symbolic sizes ``S`` of that batch, it makes every view
+that does not depend on the fed inputs (a weight's transpose, a gradient's
+slice of the packed buffer) once, checking that each really shares its
+operand's memory, and returns the step function.  What is left inside the
+step is the arithmetic, writing into the places the memory plan chose
+(``out=``), and on entry the copy of each fed array a fused C loop reads into
+a buffer of its own, with the check of a fused one-hot's labels.  With an
+empty plan, every line allocates its result: that is the unplanned reference
+path.
 """
 from __future__ import annotations
 
