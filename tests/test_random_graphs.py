@@ -30,7 +30,7 @@ from graphc.ir.primitives import PRIMITIVES
 from graphc.testing import check_grads
 from graphc.testing.strategies import RandomGraph, graphs
 
-EXAMPLES = 40
+EXAMPLES = int(os.environ.get("GRAPHC_GRAPH_EXAMPLES", 40))  # more for a longer local search
 F64 = "float64"
 TOLERANCE = {"float64": 1e-10, "float32": 2e-4}
 # The fixture only swaps a function for one that checks its result: nothing to reset per example.
