@@ -213,3 +213,19 @@ def test_a_one_hot_of_a_single_fed_label() -> None:
     step.state.values["w"] = weights
     for label in range(5):
         np.testing.assert_array_equal(step(y=np.array(label, np.int32)), np.eye(5, dtype=np.float32)[label] * weights)
+
+
+def test_a_float32_round_trip_inside_a_row_loop_rounds() -> None:
+    """GCC 12's SLP vectorizer at -O3 -march=native once forwarded the double through the float
+    array of a row loop, dropping the rounding (found by a long random-graph search)."""
+    x = gc.input("x", (None, 4), dtype="float64")
+    labels = gc.input("labels", (None,), dtype="int32")
+    h = gc.cast(gc.cast(x, "float32"), "float64")
+    step = gc.compile({"h": h, "loss": gc.softmax_cross_entropy(h, labels)})
+    assert _row_groups(step)
+    xb = np.array([[1.86459274, 2.96351763, 2.67488018, 2.67488018], [-1.67220925e-276, 2.67488018, 1.60351562, 0.3],
+                   [2.67488018, 2.67488018, 2.0e-3, 2.67488018]])
+    yb = np.zeros(3, np.int32)
+    got = step(x=xb, labels=yb)
+    np.testing.assert_array_equal(got["h"], xb.astype(np.float32).astype(np.float64))
+    assert got["loss"] == gc.evaluate([gc.softmax_cross_entropy(h, labels)], {"x": xb, "labels": yb})[0]
