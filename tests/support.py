@@ -35,3 +35,13 @@ def tiny_fashion_mnist(folder: Path, train: int = 40, test: int = 20) -> Path:
         header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
         (folder / f"{stem}.gz").write_bytes(gzip.compress(header + array.tobytes(), compresslevel=1))
     return folder
+
+
+def steps_match_the_interpreter(step, batches) -> None:  # type: ignore[no-untyped-def]
+    """Run a compiled train step on each ``(x, y)`` batch in turn, each call checked against the
+    interpreter's run of the unoptimized program from the same variables: loss and every update."""
+    for xb, yb in batches:
+        want_loss, want_updates = step.reference(x=xb, y=yb)
+        np.testing.assert_allclose(step(x=xb, y=yb), want_loss, rtol=1e-6)
+        for name, value in want_updates.items():
+            np.testing.assert_allclose(step.state.values[name], value, rtol=1e-5, atol=1e-7, err_msg=name)

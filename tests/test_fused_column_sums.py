@@ -13,6 +13,7 @@ import pytest
 
 import graphc as gc
 from graphc.backends import c_kernels
+from support import steps_match_the_interpreter
 
 pytestmark = [pytest.mark.skipif(c_kernels.compiler() is None, reason="no C compiler (or GRAPHC_KERNELS=numpy)"),
               pytest.mark.usefixtures("c_kernels_must_build")]
@@ -69,10 +70,5 @@ def test_column_sums_over_steps_start_from_zero_and_match_the_reference():
     step = gc.compile(gc.softmax_cross_entropy(net(x), y), optimizer=gc.optim.SGD(0.5))
     assert len(_group_with_sum(step)) >= 2
     rng = np.random.default_rng(3)
-    for _ in range(3):
-        xb = rng.standard_normal((11, 5)).astype(np.float32)
-        yb = rng.integers(0, 3, 11).astype(np.int32)
-        want_loss, want_updates = step.reference(x=xb, y=yb)
-        np.testing.assert_allclose(step(x=xb, y=yb), want_loss, rtol=1e-6)
-        for name, value in want_updates.items():
-            np.testing.assert_allclose(step.state.values[name], value, rtol=1e-5, atol=1e-7, err_msg=name)
+    steps_match_the_interpreter(step, [(rng.standard_normal((11, 5)).astype(np.float32),
+                                        rng.integers(0, 3, 11).astype(np.int32)) for _ in range(3)])

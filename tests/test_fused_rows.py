@@ -12,6 +12,7 @@ import pytest
 
 import graphc as gc
 from graphc.backends import c_kernels
+from support import steps_match_the_interpreter
 
 pytestmark = [pytest.mark.skipif(c_kernels.compiler() is None, reason="no C compiler (or GRAPHC_KERNELS=numpy)"),
               pytest.mark.usefixtures("c_kernels_must_build")]
@@ -82,14 +83,10 @@ def test_a_softmax_cross_entropy_runs_its_rows_in_one_loop_and_trains_like_the_i
     assert {"max", "sum", "exp", "log", "one_hot"} <= fused_ops
     assert any(c_kernels.is_column_sum(m) for g in _row_groups(step) for m in g.members)  # the last bias gradient
     assert "np.max(" not in step.source
+    # each compiled step more than once: buffers reused, column sums restarted
     rng = np.random.default_rng(4)
-    for _ in range(4):  # each compiled step more than once: buffers reused, column sums restarted
-        xb = rng.standard_normal((13, 6)).astype(np.float32)
-        yb = rng.integers(0, 5, 13).astype(np.int32)
-        want_loss, want_updates = step.reference(x=xb, y=yb)
-        np.testing.assert_allclose(step(x=xb, y=yb), want_loss, rtol=1e-6)
-        for name, value in want_updates.items():
-            np.testing.assert_allclose(step.state.values[name], value, rtol=1e-5, atol=1e-7, err_msg=name)
+    steps_match_the_interpreter(step, [(rng.standard_normal((13, 6)).astype(np.float32),
+                                        rng.integers(0, 5, 13).astype(np.int32)) for _ in range(4)])
 
 
 def test_a_column_sum_of_a_single_column_is_left_to_numpy() -> None:
