@@ -16,6 +16,7 @@ from graphc.ir.node import Node
 from graphc.optim.base import Optimizer
 from graphc.passes import PassReport, optimize
 from graphc.passes.cost import estimate
+from graphc.passes import plan_check
 from graphc.passes.memory import Plan
 from graphc.program import Program, check_unique_names, training_program
 from graphc.runtime import numerics
@@ -35,7 +36,7 @@ def _named(outputs: Outputs) -> tuple[dict[str, Node], Structure]:
 
 def compile(outputs: Outputs, optimizer: Optional[Optimizer] = None, *, state: Optional[Store] = None,  # noqa: A001
             backend: str = "numpy", seed: int = 0, name: Optional[str] = None,
-            passes: bool = True, ranks: int = 1) -> CompiledStep:
+            passes: bool = True, ranks: int = 1, reuse: bool = True) -> CompiledStep:
     """Compile ``outputs`` into a function of the graph's inputs.
 
     With an ``optimizer``, ``outputs`` is the loss (a scalar node, or a dict with a
@@ -46,6 +47,9 @@ def compile(outputs: Outputs, optimizer: Optional[Optimizer] = None, *, state: O
     With ``GRAPHC_DEBUG_NANS=1`` every call checks its numbers (see :mod:`graphc.runtime.numerics`).
     Functions compiled with the same ``state`` share parameters.  ``passes=False``
     skips the optimizer and the memory plan: the reference path for tests.
+    ``reuse=False`` keeps the optimized program and its fused loops but gives every
+    value a buffer of its own and updates no variable in place: its results must
+    equal the default's bit for bit, so it tells a memory-plan bug from any other.
     ``ranks`` > 1 compiles a train step for data parallelism over that many
     processes: the gradient is averaged over them by an allreduce before the
     update (see :func:`graphc.program.training_program`).
@@ -71,23 +75,26 @@ def compile(outputs: Outputs, optimizer: Optional[Optimizer] = None, *, state: O
                         f"{missing[0]} (a gradient with respect to an input does not read that input); "
                         f"compile it together with an output that reads the input")
     store = state if state is not None else Store(seed)
-    step = _lower(program, store, structure, passes, target)
+    step = _lower(program, store, structure, passes, target, reuse)
     return numerics.checked(step) if numerics.requested() else step
 
 
-def _lower(program: Program, store: Store, structure: Structure, passes: bool, backend: Backend) -> CompiledStep:
+def _lower(program: Program, store: Store, structure: Structure, passes: bool, backend: Backend,
+           reuse: bool = True) -> CompiledStep:
     started = time.perf_counter()
     optimized, report = optimize(program) if passes else (program, None)
-    key = cache.structural_key(optimized, backend.cache_tag(passes))
+    key = cache.structural_key(optimized, backend.cache_tag(passes) + ("" if reuse else "-no-reuse"))
     cached = cache.lookup(key)
     cache_hit = cached is not None
     if cached is None:
-        plan = backend.plan(optimized, passes)
+        plan = backend.plan(optimized, passes, reuse=reuse)
         try:
             generated = backend.generate(optimized, plan)
         except KernelBuildFailed:
-            plan = backend.plan(optimized, passes, fused=False)
+            plan = backend.plan(optimized, passes, fused=False, reuse=reuse)
             generated = backend.generate(optimized, plan)
+        if plan_check.requested() and not plan_check.verify(optimized, plan):
+            debug.emit(1, f"graphc: the memory plan of {program.name} is too large to replay; not checked")
         cached = (generated, plan)
         cache.store(key, cached)
     generated, plan = cached

@@ -4,6 +4,9 @@ Under CI (``CI`` set), Hypothesis draws from a seed derived from the commit
 being tested: a build is reproducible, yet every commit explores new examples.
 The seed is printed in the header; ``python -m pytest --hypothesis-seed=SEED``
 replays a failing build.  Locally, draws vary from run to run.
+
+Every compile in the suite (subprocesses included) checks its memory plan with
+the verifier of :mod:`graphc.passes.plan_check`.
 """
 import os
 import subprocess
@@ -11,6 +14,8 @@ from pathlib import Path
 
 import pytest
 from hypothesis import settings
+
+os.environ.setdefault("GRAPHC_VERIFY_PLAN", "1")
 
 settings.register_profile("ci", database=None, print_blob=True)
 if os.environ.get("CI"):

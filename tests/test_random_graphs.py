@@ -7,9 +7,13 @@ graphs are checked by finite differences (relative error at most 1e-6); full
 graphs, with every primitive (layout ops, random draws, parameters and a batch
 dimension included), are compiled with and without C loops, in float32 and
 float64, and every compiled function is called twice, with different values
-(and batch sizes), against the reference interpreter.  A last test checks that
-the generator really draws every primitive and the layout pairs that once hid
-bugs, so a narrowed generator cannot pass unnoticed.
+(and batch sizes), against the reference interpreter; each is compiled again
+with the memory plan's reuse off (every value a buffer of its own), and the two
+must agree bit for bit, while the plan verifier (:mod:`graphc.passes.plan_check`,
+on in the whole suite) replays every plan on a model of memory.  A last test
+checks that the generator really draws every primitive, the layout pairs that
+once hid bugs, and loops over rows with as many rows as columns, so a narrowed
+generator cannot pass unnoticed.
 """
 from __future__ import annotations
 
@@ -21,11 +25,15 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import graphc as gc
+from graphc.backends import c_kernels
 from graphc.ir.graph import toposort
+from graphc.passes import optimize
+from graphc.passes.fusion import Group, fuse
+from graphc.program import Program
 from graphc.ir.primitives import PRIMITIVES
 from graphc.testing import check_grads
 from graphc.testing.strategies import RandomGraph, graphs
@@ -70,17 +78,47 @@ def kernels(which: str) -> Iterator[None]:
             os.environ["GRAPHC_KERNELS"] = saved
 
 
+def row_loops(groups: Sequence[Group]) -> list[Group]:
+    return [g for g in groups if c_kernels.runs_by_rows(g)]
+
+
+def square_rows(groups: Sequence[Group]) -> bool:
+    """Does a loop over rows have a static row count equal to its row length (R == C)?"""
+    return any(m.ndim == 2 and m.shape[0] == m.shape[1] for g in row_loops(groups) for m in g.members)
+
+
+def record_row_loops(step: gc.CompiledStep) -> None:
+    """Tell Hypothesis's statistics (``--hypothesis-show-statistics``) how the row loops were shaped."""
+    if row_loops(step.plan.groups):
+        event("row loop, R == C" if square_rows(step.plan.groups) else "row loop, R != C")
+
+
 def run_twice_against_the_interpreter(graph: RandomGraph, outputs: list[gc.Node], passes: bool, dtype: str) -> None:
-    """Compile ``outputs``, then for each of the graph's two calls: load that call's parameter
-    values, run the step, and compare with the interpreter run from the same generator state."""
+    """Compile ``outputs`` twice, with the memory plan's reuse on and off; then for each of the
+    graph's two calls: load that call's parameter values, run both steps, and compare the first
+    with the interpreter run from the same generator state, and the second with the first bit
+    for bit (the same loops, writing elsewhere, must compute the same bits)."""
     step = gc.compile(outputs, passes=passes)
+    fresh = gc.compile(outputs, passes=passes, reuse=False)
+    record_row_loops(step)
     for feeds, variables in graph.calls:
-        step.state.load({name: value.copy() for name, value in variables.items()})
-        for p in graph.params:  # first call: the store makes them, then takes the drawn values
-            step.state.ensure(p)[...] = variables[p.name]
-        rng = copy.deepcopy(step.state.rng)
-        compiled = step(**feeds)
-        assert_same_values(compiled, gc.evaluate(outputs, feeds, variables, rng=rng), TOLERANCE[dtype])
+        values, rngs = [], []
+        for each in (step, fresh):
+            each.state.load({name: value.copy() for name, value in variables.items()})
+            for p in graph.params:  # first call: the store makes them, then takes the drawn values
+                each.state.ensure(p)[...] = variables[p.name]
+            rngs.append(copy.deepcopy(each.state.rng))
+            values.append(each(**feeds))
+        compiled, unplanned = values
+        assert_same_values(compiled, gc.evaluate(outputs, feeds, variables, rng=rngs[0]), TOLERANCE[dtype])
+        assert_same_bits(compiled, unplanned)
+
+
+def assert_same_bits(actual: Sequence[object], expected: Sequence[object]) -> None:
+    for i, (a, b) in enumerate(zip(actual, expected)):
+        a, b = np.asarray(a), np.asarray(b)
+        assert (a.shape, a.dtype) == (b.shape, b.dtype), f"output {i}"
+        assert a.tobytes() == b.tobytes(), f"output {i} differs between the planned step and one with no reuse"
 
 
 @pytest.mark.parametrize("which", ["c", "numpy"])
@@ -120,10 +158,13 @@ def test_compiled_gradient_graphs_agree_with_the_interpreter(graph: RandomGraph)
 
 
 def test_the_generator_draws_every_primitive_and_layout_pairs() -> None:
-    """What the properties above prove is bounded by what the generator draws: count it."""
+    """What the properties above prove is bounded by what the generator draws: count it, and the
+    share of loops over rows whose row count equals their row length (where a [C] operand and an
+    [R] result are one size)."""
     ops: Counter[str] = Counter()
     pairs: Counter[tuple[str, str]] = Counter()
     shared_layout = 0
+    row_loop_graphs = square = 0  # graphs whose C plan has a loop over rows; those with R == C
 
     @settings(max_examples=300, deadline=None, database=None,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -135,9 +176,16 @@ def test_the_generator_draws_every_primitive_and_layout_pairs() -> None:
         ops.update(n.op for n in order)
         pairs.update((i.op, n.op) for n in order for i in n.inputs)
         shared_layout += any(n.kind == "layout" and consumers[n] > 1 for n in order)
+        nonlocal row_loop_graphs, square
+        program, _ = optimize(Program("tally", {f"o{i}": n for i, n in enumerate(graph.outputs)}))
+        _, groups = fuse(program, program.nodes(), c_kernels.eligible, c_kernels.joins)
+        row_loop_graphs += bool(row_loops(groups))
+        square += square_rows(groups)
 
     tally()
     assert set(PRIMITIVES) <= set(ops), f"never drawn: {sorted(set(PRIMITIVES) - set(ops))}"
+    assert row_loop_graphs >= 20 and square / row_loop_graphs >= 0.2, \
+        f"{square} of {row_loop_graphs} graphs with a loop over rows have R == C"
     layout = ("reshape", "transpose", "broadcast_to", "slice", "concat")
     for pair in [("transpose", "reshape"), ("broadcast_to", "reshape"), ("reshape", "transpose"),
                  ("reshape", "concat"), ("reshape", "slice"), ("transpose", "matmul")]:

@@ -61,13 +61,14 @@ class Backend(ABC):
         """What, besides the program, the generated code depends on: part of the cache key."""
         return self.name + ("" if passes else "-unplanned")
 
-    def plan(self, program: Program, passes: bool, fused: bool = True) -> Plan:
-        """Schedule, fusion groups and memory plan: the same passes for every backend."""
+    def plan(self, program: Program, passes: bool, fused: bool = True, reuse: bool = True) -> Plan:
+        """Schedule, fusion groups and memory plan: the same passes for every backend (``reuse``:
+        see :func:`graphc.passes.memory.plan_memory`)."""
         if not passes:
             return Plan(program.nodes())
         fused = fused and self.fuses()
         schedule, groups = fuse(program, program.nodes(), self.fusable, self.joins) if fused else (program.nodes(), [])
-        return plan_memory(program, schedule, groups)
+        return plan_memory(program, schedule, groups, reuse)
 
     @abstractmethod
     def generate(self, program: Program, plan: Plan) -> Executable:

@@ -106,6 +106,35 @@ def peel_reshape(node: Node, copies: frozenset[Node] = frozenset()) -> Node:
     return node.inputs[0] if node.op == "reshape" and node not in copies else node
 
 
+def peel_order_views(node: Node, plan: "Plan") -> Node:
+    """The value ``node`` views without moving an element: through reshapes and stop-gradients that
+    are views (a contiguous value regrouped keeps each element at its flat position)."""
+    while node.op in ("reshape", "stop_gradient") and plan.is_view(node):
+        node = node.inputs[0]
+    return node
+
+
+def reads_where_it_writes(reader: Node, operand: Node, written: Node) -> bool:
+    """Does ``reader``, run in one loop with the node ``written``, read ``operand`` only at the
+    index where that loop iteration stores ``written`` (so that ``written`` may overwrite it)?
+
+    Loops (a fused group, or one op) store an iteration's results after reading its operands, and
+    a CUDA kernel runs its iterations at once, so an operand may be overwritten only where the
+    iteration that writes an element is the only one that reads it.  With ``operand`` of
+    ``written``'s shape, that holds for an elementwise reader of that shape too (element for
+    element, or row for row in a loop over rows), for a reduction over a row (a loop over rows
+    reads row r in iteration r), and for a column sum (it reads the element its iteration
+    computes).  It does not for a reader that broadcasts ``operand`` (a [C] value read along the
+    columns of every row, even where R == C, or any of its elements read by every iteration).
+    """
+    if operand.shape != written.shape:
+        return False
+    if reader.op in ("sum", "max"):
+        axes = tuple(reader.attrs["axes"])
+        return (operand.ndim == 2 and axes == (1,)) or (reader.op == "sum" and axes == (0,) and operand.ndim >= 2)
+    return (reader.kind in ELEMENTWISE or reader.op == "cast") and reader.shape == operand.shape
+
+
 def _arena_index(node: Node, program: Program) -> Optional[int]:
     """Is ``node`` the concatenation of an arena's variables, in arena order?"""
     if node.op != "concat":
@@ -140,8 +169,9 @@ def _arena_update_source(program: Program, k: int) -> Optional[Node]:
 
 
 class _Planner:
-    def __init__(self, program: Program, schedule: list[Node], groups: list[Group]):
+    def __init__(self, program: Program, schedule: list[Node], groups: list[Group], reuse: bool):
         self.program = program
+        self.reuse = reuse
         self.plan = Plan(schedule, groups=groups)
         self.pos = {n: i for i, n in enumerate(self.plan.schedule)}
         self.group_of = {m: g for g in groups for m in g.members}
@@ -204,23 +234,36 @@ class _Planner:
     def _can_overwrite(self, root: object, writer: Node) -> bool:
         """May ``writer`` store its result over ``root``? Only if no later node reads ``root``,
         and ``writer`` itself reads it elementwise, position for position."""
-        if (self.plan.is_view(writer) or writer.op in LEAF_OPS or writer in self.outputs
+        if (not self.reuse or self.plan.is_view(writer) or writer.op in LEAF_OPS or writer in self.outputs
                 or self._read_at_end(root, writer)):
             return False
         writers = set(self.group_of[writer].members) if writer in self.group_of else {writer}
+        holders = self._holders(root)
         for node in self.plan.schedule:
             if self.plan.is_view(node):
                 continue
-            reads = any(self.root_of(i) is root for i in node.inputs)
-            if not reads:
+            read = [i for i in node.inputs if self.root_of(i) is root]
+            if not read:
                 continue
             if node in writers:
-                if node.kind not in ELEMENTWISE or any(
-                        self.root_of(i) is root and i.shape != writer.shape for i in node.inputs):
+                if not all(peel_order_views(i, self.plan) in holders and reads_where_it_writes(node, i, writer)
+                           for i in read):
                     return False
             elif self.pos[node] > self.pos[writer]:
                 return False
         return True
+
+    def _holders(self, root: object) -> set[Node]:
+        """The values that occupy all of ``root`` from its first element, in its own order: reading
+        one of them at an index reads the root at that index.  A variable is its own; an arena is
+        held by its packed θ (and by its variable, when it has only one)."""
+        if isinstance(root, Node):
+            return {root}
+        held = {n for n, k in self.plan.arena_views.items() if self.arena_roots[k] is root}
+        for k, group in enumerate(self.program.arenas):
+            if self.arena_roots[k] is root and len(group) == 1:
+                held.add(group[0])
+        return held
 
     def _read_at_end(self, root: object, writer: Node) -> bool:
         """Is ``root`` read after the schedule: returned, or copied into another variable?"""
@@ -280,9 +323,9 @@ class _Planner:
             if (self.plan.is_view(node) or node.op in NO_BUFFER_OPS | LEAF_OPS or node in self.plan.place
                     or node in self.internal):
                 continue
-            buffer = self._dying_operand(node, until, here)
+            buffer = self._dying_operand(node, until, here) if self.reuse else None
             if buffer is None:
-                pool = free.get((node.shape, node.dtype))
+                pool = free.get((node.shape, node.dtype)) if self.reuse else None
                 buffer = pool.pop() if pool else self._new_buffer(node.shape, node.dtype)
             self.plan.place[node] = buffer
             self.root[node] = buffer
@@ -296,14 +339,22 @@ class _Planner:
         # A lone where overwrites only its 'else' operand: NumPy copies the 'then' values over it
         # through the mask, with no temporary (overwriting 'then' would need the negated mask).
         operands = group.inputs if group is not None else node.inputs[2:] if node.op == "where" else node.inputs
+        readers = group.members if group is not None else [node]
         for operand in operands:
             r = self.root_of(operand)
             if (isinstance(r, Buffer) and self.plan.place.get(operand) is r and until.get(r) == here
                     and r.shape == node.shape and r.dtype == node.dtype
-                    and all(self.root_of(o) is not r or o is operand for o in operands)):
+                    and all(self.root_of(o) is not r or o is operand for o in operands)
+                    and all(reads_where_it_writes(m, operand, node) for m in readers if any(i is operand for i in m.inputs))):
                 return r
         return None
 
 
-def plan_memory(program: Program, schedule: Optional[list[Node]] = None, groups: Sequence[Group] = ()) -> Plan:
-    return _Planner(program, schedule or program.nodes(), list(groups)).run()
+def plan_memory(program: Program, schedule: Optional[list[Node]] = None, groups: Sequence[Group] = (),
+                reuse: bool = True) -> Plan:
+    """Place every value of ``program`` run in ``schedule`` with fused ``groups``.
+
+    ``reuse=False`` gives every computed value a buffer of its own and updates no variable in
+    place: the same loops and calls as the planned step, writing elsewhere, so that its results
+    must be bit-identical to the planned step's (the check of the plan's reuse in the tests)."""
+    return _Planner(program, schedule or program.nodes(), list(groups), reuse).run()

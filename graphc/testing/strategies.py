@@ -375,6 +375,45 @@ def _cross_entropy(draw: Draw, pools: _Pools) -> Optional[Node]:
     return composites.softmax_cross_entropy(logits, pools.fed_labels(), draw(st.sampled_from(["mean", "sum"])))
 
 
+_ROW_REDUCTIONS: dict[str, Callable[[Node], Node]] = {
+    "sum": lambda x: ops.sum(x, 1), "mean": lambda x: ops.mean(x, 1), "max": lambda x: ops.max(x, 1, True),
+    "softmax": lambda x: composites.softmax(x, -1), "log_softmax": lambda x: composites.log_softmax(x, -1),
+}
+
+
+def _row_loop(draw: Draw, pools: _Pools) -> Optional[Node]:
+    """Rows of an [R, C] value against a computed [C] value read along every row's columns (and
+    sometimes an [R, 1] value along its rows), reduced or normalized over each row.
+
+    A backend runs this as one loop over rows.  Most of the time the rows come from a [C] value
+    itself (its outer product with another), so R == C: the shapes where a [C] operand and an [R]
+    result are one size, and a plan that lets the result overwrite the operand still read by
+    later rows is wrong.  Half the time the [C] value joins the pools, so later ops may read it
+    again; else the row loop is its last reader."""
+    vectors = [n for n in pools.static() if n.ndim == 1 and 2 <= n.shape[0] <= 64]
+    matrices = [n for n in pools.floats if n.ndim == 2 and isinstance(n.shape[1], int) and 2 <= n.shape[1] <= 64]
+    if not vectors and not matrices:
+        return None
+    if vectors and (not matrices or draw(st.integers(0, 2))):
+        v = _pick(draw, vectors)
+        x = ops.reshape(_pick(draw, [n for n in vectors if n.shape == v.shape]), (v.shape[0], 1)) * v
+    else:
+        x = _pick(draw, matrices)
+    columns = x.shape[1]
+    sources = [n for n in pools.floats if n.shape == (columns,)] or [ops.sum(x, 0)]
+    v = _pick(draw, sources)
+    w = ops.tanh(v) if draw(st.booleans()) else v * v + 1.0
+    if draw(st.booleans()):
+        pools.add(w)
+    rows = x + w
+    if draw(st.booleans()):
+        per_row = [n for n in pools.floats if n.shape == (x.shape[0], 1)]
+        rows = rows + (_pick(draw, per_row) if per_row else ops.max(x, 1, True))
+    reduced = _ROW_REDUCTIONS[pools.chooser.choice(sorted(_ROW_REDUCTIONS))](rows)
+    # An elementwise op after a reduction joins the loop, whose [R] result may then be written in place.
+    return ops.tanh(reduced) if reduced.ndim == 1 and draw(st.booleans()) else reduced
+
+
 def _truncate(draw: Draw, pools: _Pools) -> Node:
     """A float cast to an integer (rounding toward zero) and back."""
     x = _pick(draw, pools.floats)
@@ -419,15 +458,17 @@ KINKED_OPS: dict[str, Builder] = {
     "max": _reduce(ops.max), "min": _reduce(ops.min),
     **{name: _compare(fn) for name, fn in _COMPARISONS.items()},
     "where": _where, "mask": _mask, "count": _count, "layout_chain": _layout_chain, "batch_mean": _batch_mean,
+    "row_loop": _row_loop,
 }
 
 RANDOM_OPS: dict[str, Builder] = {"noise": _noise}
 
 # Layout ops are drawn more often than the rest: their memory (views, copies, strides) is where
 # compiled code has gone wrong, and it takes two of them in a row to get there; so is a classifier's
-# loss, whose rows, reductions included, a backend runs as one loop when it finds a batch of rows.
+# loss, whose rows, reductions included, a backend runs as one loop when it finds a batch of rows, and
+# other row loops, where a value read along the columns has as many elements as the rows.
 _WEIGHTS = {"layout_chain": 5, "reshape": 2, "transpose": 2, "broadcast_to": 2, "concat": 2, "matmul": 3,
-            "cross_entropy": 3}
+            "cross_entropy": 3, "row_loop": 6}
 
 
 def _input_shape(draw: Draw, sides: list[int], batch: bool) -> tuple:
