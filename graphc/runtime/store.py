@@ -81,7 +81,8 @@ class Store:
         self.generation += 1
         for name in names if names is not None else values:
             target = self.values.get(name)
-            new = values[name]
+            new = np.asarray(values[name])
+            new = new.astype(new.dtype.newbyteorder("="), copy=False)  # compiled loops read native bytes
             if target is None:
                 self.values[name] = np.array(new)
                 self.version += 1

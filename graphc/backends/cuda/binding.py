@@ -103,7 +103,7 @@ class DeviceStep:
             self.device.upload(self.region(name), host)
         for var, view in self.program.variables:
             if view.region not in self.host_arenas:
-                self.device.upload(self.address(view), np.ascontiguousarray(self.host_variables[var.name]))
+                self.device.upload(self.address(view), np.ascontiguousarray(self.host_variables[var.name], var.dtype))
 
     def launch(self, *inputs: np.ndarray) -> None:
         """Copy the inputs in and run the step, without waiting for it."""
@@ -112,11 +112,11 @@ class DeviceStep:
             if isinstance(fed[name], np.ndarray):
                 check_labels(fed[name], depth, site)
         self._sync_variables_in()
-        for (_, region), value in zip(self.program.inputs, inputs):
+        for (node, region), value in zip(self.program.inputs, inputs):
             if hasattr(value, "__cuda_array_interface__"):  # already on the device: a device copy
                 self.device.copy_in(self.region(region), value)
-            else:
-                self.device.upload(self.region(region), np.ascontiguousarray(value))
+            else:  # bytes as the device reads them: contiguous, in the machine's byte order
+                self.device.upload(self.region(region), np.ascontiguousarray(value, dtype=node.dtype))
         if self.replay is None:
             for call in self.calls:  # the first step runs eagerly: it loads kernels, warms cuBLAS
                 call()
