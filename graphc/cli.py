@@ -31,12 +31,13 @@ from graphc.passes.cost import estimate
 from graphc.runtime.step import CompiledStep
 from graphc.train import TrainConfig, Trainer, load_model_file, load_splits
 from graphc.train.show_graph import build_step, parse_shape
-from graphc.train.trainer import DATASETS
+from graphc.train.trainer import DATASETS, MONITORS, TASKS
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 128 + signal.SIGINT
 SHOW_VIEWS = ("forward", "grad", "step", "source")
 DRAWN_VIEWS = ("forward", "grad", "autodiff", "step")
+TEST_NAMES = {"accuracy": "accuracy", "mse": "mean squared error", "mae": "mean absolute error"}
 
 
 class UsageError(GraphcError):
@@ -76,8 +77,13 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-fraction", type=float,
                         help="share of the training examples held out for validation (default 0.1; 0 for none)")
     parser.add_argument("--patience", type=int,
-                        help="stop after this many epochs without a better validation accuracy, "
+                        help="stop after this many epochs without a better validation metric (--monitor), "
                              "then restore the best epoch's parameters")
+    parser.add_argument("--monitor", choices=MONITORS,
+                        help="the validation metric that chooses the best epoch (default val_loss)")
+    parser.add_argument("--task", choices=TASKS,
+                        help="what to report: accuracy (classification) or mean squared and absolute errors "
+                             "(regression); default: told by the loss, else by the targets")
     parser.add_argument("--out", metavar="DIR", help="where checkpoints and history go (default runs/<model>)")
     parser.add_argument("--resume", action="store_true",
                         help="continue exactly where the checkpoint in --out stopped (also after Ctrl-C)")
@@ -125,8 +131,8 @@ def _add_show_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _trainer_options(args: argparse.Namespace) -> dict[str, Any]:
     """The trainer options given on the command line (those left out keep the model file's)."""
-    names = ("optimizer", "lr", "lr_decay", "batch_size", "epochs", "seed", "val_fraction", "patience", "backend",
-             "max_loss", "check_numerics")
+    names = ("optimizer", "lr", "lr_decay", "batch_size", "epochs", "seed", "val_fraction", "patience", "monitor",
+             "task", "backend", "max_loss", "check_numerics")
     return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
 
 
@@ -164,7 +170,9 @@ def _train(args: argparse.Namespace, communicator: Communicator) -> int:
     if communicator.rank != 0:
         return 0
     print(f"history and checkpoint written to {out_dir}")
-    print(f"test accuracy: {result.test_accuracy:.4f}")
+    for name, value in result.test_metrics.items():
+        if name != "loss" and value is not None:
+            print(f"test {TEST_NAMES[name]}: {value:.4f}")
     return 0
 
 

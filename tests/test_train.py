@@ -51,10 +51,10 @@ def noisy_bn_net(width: int = 16) -> nn.Module:
 
 
 def make_trainer(out: Path, epochs: int, data: Optional[Splits] = None, net: Optional[nn.Module] = None,
-                 **options: Any) -> Trainer:
+                 loss: Any = gc.softmax_cross_entropy, **options: Any) -> Trainer:
     config = TrainConfig.from_options({"optimizer": "adam", "lr": 0.01, "lr_decay": 0.9, "batch_size": 32,
                                        "epochs": epochs, "seed": 7, **options})
-    return Trainer(net or noisy_bn_net(), data or splits(), config, out, log=lambda line: None,
+    return Trainer(net or noisy_bn_net(), data or splits(), config, out, loss=loss, log=lambda line: None,
                    progress_bar=False)
 
 
@@ -280,6 +280,63 @@ def test_early_stopping_stops_and_restores_the_best_epoch(tmp_path: Path) -> Non
     reference.run()
     assert_same_state(stopped, reference)
     assert result.test_accuracy == result.history.records[best - 1].test_accuracy
+
+
+def regression_splits() -> Splits:
+    """A noisy linear map from 12 features to 2 targets: its MSE falls epoch after epoch."""
+    rng = np.random.default_rng(5)
+    weights = rng.normal(0.0, 1.0, (FEATURES, 2))
+
+    def part(n: int) -> tuple[np.ndarray, np.ndarray]:
+        x = rng.normal(0.0, 1.0, (n, FEATURES)).astype(np.float32)
+        return x, (x @ weights + rng.normal(0.0, 0.1, (n, 2))).astype(np.float32)
+    return Splits(*part(240), *part(60), *part(90))
+
+
+def test_a_regression_reports_errors_and_stops_on_the_validation_loss(tmp_path: Path) -> None:
+    """A linear output trained with MSE has no accuracy to watch: one that is always 1 once stopped
+    such a run after its second epoch and put the first epoch's parameters back."""
+    result = make_trainer(tmp_path, epochs=5, data=regression_splits(), net=nn.Dense(2), loss=gc.mse, patience=1,
+                          optimizer="sgd", lr=0.02, lr_decay=1.0).run()
+    records = result.history.records
+    assert [r.val_accuracy for r in records] == [None] * 5 and result.test_accuracy is None
+    val_losses = [r.val_loss for r in records]
+    assert val_losses == sorted(val_losses, reverse=True)  # improving every epoch: nothing to stop for
+    assert len(records) == 5 and not result.stopped_early and result.best_epoch == 5
+    last = records[-1]
+    assert result.task == "regression" and 0 < last.val_mae and 0 < last.val_mse < val_losses[0]
+    assert result.test_metrics == {"loss": last.test_loss, "mse": last.test_mse, "mae": last.test_mae}
+
+
+def test_the_task_comes_from_the_option_the_loss_or_the_targets() -> None:
+    x, y = np.zeros((4, 2), np.float32), np.zeros(4, np.int32)
+    config = TrainConfig()
+    assert trainer_module.infer_task(config, gc.mse, y) == "regression"
+    assert trainer_module.infer_task(config, gc.sigmoid_binary_cross_entropy, x) == "classification"
+    assert trainer_module.infer_task(config, lambda out, t: gc.mse(out, t), x) == "regression"
+    assert trainer_module.infer_task(config, lambda out, t: gc.mse(out, t), y) == "classification"
+    assert trainer_module.infer_task(TrainConfig(task="regression"), gc.softmax_cross_entropy, y) == "regression"
+    with pytest.raises(ConfigError, match="task must be one of classification, regression"):
+        TrainConfig.from_options({"task": "ranking"})
+    with pytest.raises(ConfigError, match="monitor=val_accuracy does not apply to a regression"):
+        make_trainer(Path("unused"), epochs=1, data=regression_splits(), net=nn.Dense(2), loss=gc.mse,
+                     monitor="val_accuracy")
+
+
+def test_a_classifier_with_one_logit_is_right_where_the_logit_has_the_label_s_sign() -> None:
+    output = np.array([[2.0], [-1.0], [0.5], [-3.0]])
+    assert trainer_module.correct_predictions(output, np.array([1, 0, 0, 0], np.int32)) == 3
+    assert trainer_module.correct_predictions(output[:, 0], np.array([1.0, 0.0, 1.0, 1.0])) == 3
+    assert trainer_module.correct_predictions(np.array([[0.1, 0.9], [0.8, 0.2]]), np.array([1, 1])) == 1
+
+
+def test_early_stopping_can_watch_validation_accuracy(tmp_path: Path) -> None:
+    data = splits(random_val_labels=True)
+    result = make_trainer(tmp_path, epochs=12, data=data, patience=2, monitor="val_accuracy").run()
+    best = result.history.best_epoch("val_accuracy")
+    accuracies = [r.val_accuracy for r in result.history.records]
+    assert accuracies[best - 1] == max(accuracies) and best == accuracies.index(max(accuracies)) + 1
+    assert result.stopped_early and len(result.history) == best + 2
 
 
 def test_history_files_and_plot_are_written(tmp_path: Path) -> None:

@@ -42,6 +42,10 @@ class EpochRecord:
     seconds: float  # training time of the epoch, evaluation excluded
     examples_per_s: float
     ranks: int = 1  # processes the epoch's batches were split across
+    val_mse: Optional[float] = None  # a regression's mean squared and absolute errors per output value
+    val_mae: Optional[float] = None
+    test_mse: Optional[float] = None
+    test_mae: Optional[float] = None
 
 
 FIELDS = tuple(f.name for f in fields(EpochRecord))
@@ -64,15 +68,17 @@ class History:
     def from_dicts(cls, rows: Sequence[dict[str, Any]]) -> "History":
         return cls([EpochRecord(**row) for row in rows])
 
-    def best_epoch(self) -> Optional[int]:
-        """The first epoch with the highest validation accuracy; None without validation."""
-        scored = [r for r in self.records if r.val_accuracy is not None]
+    def best_epoch(self, monitor: str = "val_loss") -> Optional[int]:
+        """The first epoch with the best value of ``monitor`` (a field: the highest accuracy, the
+        lowest loss or error); None when no epoch has a value for it (no validation set)."""
+        scored = [r for r in self.records if getattr(r, monitor) is not None]
         if not scored:
             return None
-        return max(scored, key=lambda r: (r.val_accuracy, -r.epoch)).epoch
+        sign = -1 if monitor.endswith("accuracy") else 1
+        return min(scored, key=lambda r: (sign * getattr(r, monitor), r.epoch)).epoch
 
-    def epochs_since_best(self) -> int:
-        best = self.best_epoch()
+    def epochs_since_best(self, monitor: str = "val_loss") -> int:
+        best = self.best_epoch(monitor)
         return 0 if best is None else len(self.records) - best
 
     def _repr_html_(self) -> str:
@@ -106,7 +112,8 @@ def write_csv(history: History, path: Path) -> None:
 
 
 def plot(history: History, path: Path | io.StringIO) -> None:
-    """Loss curves on the left, accuracy curves on the right; a text buffer receives SVG."""
+    """Loss curves on the left, accuracy (or a regression's mean absolute error) on the right; a
+    text buffer receives SVG."""
     # Imported here: matplotlib takes a noticeable fraction of a second to load,
     # which ``graphc show`` and library users who never plot should not pay.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -117,7 +124,10 @@ def plot(history: History, path: Path | io.StringIO) -> None:
     FigureCanvasAgg(figure)
     loss_axes, accuracy_axes = figure.subplots(1, 2)
     _curves(loss_axes, history, {"train_loss": "train", "val_loss": "validation", "test_loss": "test"}, "loss")
-    _curves(accuracy_axes, history, {"val_accuracy": "validation", "test_accuracy": "test"}, "accuracy")
+    if any(r.val_mae is not None or r.test_mae is not None for r in history.records):
+        _curves(accuracy_axes, history, {"val_mae": "validation", "test_mae": "test"}, "mean absolute error")
+    else:
+        _curves(accuracy_axes, history, {"val_accuracy": "validation", "test_accuracy": "test"}, "accuracy")
     for axes in (loss_axes, accuracy_axes):
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     figure.savefig(path, dpi=100, format="svg" if isinstance(path, io.StringIO) else None)

@@ -28,7 +28,8 @@ class Progress:
     seconds: float = 0.0
 
 
-_OPTIONAL = {"val_loss", "val_accuracy", "test_loss", "test_accuracy"}
+_OPTIONAL = {"val_loss", "val_accuracy", "test_loss", "test_accuracy", "val_mse", "val_mae", "test_mse", "test_mae"}
+_ADDED = {"val_mse", "val_mae", "test_mse", "test_mae"}  # absent from the records of older checkpoints
 
 
 def read_progress(extra: Mapping[str, Any], batches_per_epoch: int, path: Path) -> tuple[Progress, History]:
@@ -53,11 +54,11 @@ def _read_history(rows: Any, epochs_done: int, path: Path) -> History:
     if not isinstance(rows, list) or len(rows) != epochs_done:
         raise _bad(path, f"its history is {_summary(rows)}, but its progress says {epochs_done} epochs are done")
     for number, row in enumerate(rows, start=1):
-        if not isinstance(row, dict) or set(row) != set(FIELDS):
+        if not isinstance(row, dict) or not set(FIELDS) - _ADDED <= set(row) <= set(FIELDS):
             raise _bad(path, f"history row {number} is {_summary(row)}, not the fields {', '.join(FIELDS)}")
         if row["epoch"] != number:
             raise _bad(path, f"history row {number} has epoch={row['epoch']!r}")
-        for name in FIELDS:
+        for name in [n for n in FIELDS if n in row]:
             if not (is_number(row[name]) or (row[name] is None and name in _OPTIONAL)):
                 raise _bad(path, f"history row {number} has {name}={row[name]!r}, not a number")
     return History.from_dicts(rows)

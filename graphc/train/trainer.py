@@ -11,9 +11,13 @@ between two steps, never inside one (a step writes many variables in turn):
 the first asks the loop to checkpoint the state after the current batch and
 stop, a second interrupts at once.
 
-With early stopping (``patience``), validation accuracy is watched and at the
-end of the run the parameters of the best epoch are put back, so the final
-test accuracy is that of the model validation chose; ``best.npz`` keeps them
+A run is a classification (accuracy is reported) or a regression (mean
+squared and absolute errors are): the ``task`` option says which, else the
+loss does (cross-entropies classify, ``mse`` regresses), else the targets
+(integer labels classify).  With early stopping (``patience``), a validation
+metric is watched (``monitor``, by default the validation loss) and at the end
+of the run the parameters of the best epoch are put back, so the final test
+metrics are those of the model validation chose; ``best.npz`` keeps them
 across restarts.  Without early stopping the final model is the last epoch's.
 """
 from __future__ import annotations
@@ -35,7 +39,7 @@ from tqdm import tqdm
 
 from graphc import backends, nn, ops, optim
 from graphc.compiler import compile as compile_graph
-from graphc.composites import softmax_cross_entropy
+from graphc.composites import mse, sigmoid_binary_cross_entropy, softmax_cross_entropy
 from graphc.data import Batches, load_fashion_mnist, load_mnist, train_val_split
 from graphc.errors import CheckpointError, GraphcError, ShapeError
 from graphc.ir import dtypes
@@ -87,7 +91,9 @@ class TrainConfig:
     epochs: int = 10
     seed: int = 0
     val_fraction: float = 0.1
-    patience: Optional[int] = None  # stop after this many epochs without a better validation accuracy
+    patience: Optional[int] = None  # stop after this many epochs without a better validation metric
+    monitor: str = "val_loss"  # the validation metric early stopping and the best epoch go by
+    task: Optional[str] = None  # "classification" or "regression"; None: told by the loss, else the targets
     optimizer_options: dict[str, Any] = field(default_factory=dict)
     backend: str = "numpy"
     max_loss: float = 1e6  # a loss above this (or not finite) ends the run: it has diverged
@@ -125,7 +131,10 @@ class TrainConfig:
         _require(self.patience is None or (is_integer(self.patience) and self.patience >= 1),
                  f"patience must be an integer >= 1, got {self.patience!r}")
         _require(self.patience is None or self.val_fraction > 0,
-                 "early stopping (patience) watches validation accuracy; set val_fraction above 0")
+                 f"early stopping (patience) watches the validation set's {self.monitor}; set val_fraction above 0")
+        _require(self.monitor in MONITORS, f"monitor must be one of {', '.join(MONITORS)}, got {self.monitor!r}")
+        _require(self.task is None or self.task in TASKS,
+                 f"task must be one of {', '.join(TASKS)} (or left out), got {self.task!r}")
         _require(isinstance(self.optimizer_options, dict),
                  f"optimizer_options must be a dict, got {type(self.optimizer_options).__name__}")
         _require(self.backend in backends.NAMES,
@@ -142,6 +151,22 @@ class TrainConfig:
         for watch_only in ("epochs", "max_loss", "check_numerics"):
             del key[watch_only]
         return key
+
+
+TASKS = ("classification", "regression")
+METRICS = {"classification": ("accuracy",), "regression": ("mse", "mae")}  # besides the loss
+MONITORS = ("val_loss", "val_accuracy", "val_mse", "val_mae")
+
+
+def infer_task(config: TrainConfig, loss: Callable, y: np.ndarray) -> str:
+    """Classification or regression: as configured, else by the loss, else by the targets' type."""
+    if config.task is not None:
+        return config.task
+    if loss is mse:
+        return "regression"
+    if loss in (softmax_cross_entropy, sigmoid_binary_cross_entropy) or y.dtype.kind in "iub":
+        return "classification"
+    return "regression"
 
 
 def _require(condition: bool, message: str) -> None:
@@ -260,10 +285,12 @@ def describe_model(model: Model, x: Node, output: Node) -> str:
 class TrainResult:
     history: History
     test_loss: Optional[float]
-    test_accuracy: Optional[float]
+    test_accuracy: Optional[float]  # None for a regression
     stopped_early: bool
     best_epoch: Optional[int]
     checkpoint: Path
+    task: str = "classification"
+    test_metrics: dict[str, Optional[float]] = field(default_factory=dict)  # the loss and the task's metrics
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # Ctrl-C, a scheduler or `docker stop`, a hangup
@@ -324,6 +351,11 @@ class Trainer:
                               "raise val_fraction or the number of training examples")
         data_checks.check_values(data.named())
         self.data_fingerprint = data_checks.fingerprint(data.named())
+        self.task = infer_task(config, loss, data.y_train)
+        metric = config.monitor.removeprefix("val_")
+        _require(metric == "loss" or metric in METRICS[self.task],
+                 f"monitor={config.monitor} does not apply to a {self.task}; choose one of "
+                 f"{', '.join('val_' + m for m in ('loss',) + METRICS[self.task])}")
         self.config, self.data, self.out_dir = config, data, Path(out_dir)
         self.log, self.progress_bar = log, progress_bar
         self.store = Store(config.seed)
@@ -387,7 +419,8 @@ class Trainer:
             compiled.materialize()
 
     def _should_stop(self, history: History) -> bool:
-        return self.config.patience is not None and history.epochs_since_best() >= self.config.patience
+        return (self.config.patience is not None
+                and history.epochs_since_best(self.config.monitor) >= self.config.patience)
 
     def _train_epoch(self, progress: Progress, history: History, interrupt: _DeferredInterrupt) -> None:
         epoch = progress.epoch
@@ -434,7 +467,7 @@ class Trainer:
         history.append(record)
         done = Progress(epoch=progress.epoch + 1)
         check_replicas(self.store, self.comm, f"after epoch {record.epoch}")
-        if self.leader and self.config.patience is not None and history.best_epoch() == record.epoch:
+        if self.leader and self.config.patience is not None and history.best_epoch(self.config.monitor) == record.epoch:
             checkpoint.save(self.out_dir / BEST_NAME, self.store, self._progress_extra(done, history))
         self._save_checkpoint(done, history)
         if self.leader:
@@ -448,29 +481,41 @@ class Trainer:
         loss_sum, examples = self.comm.allreduce(np.array([progress.loss_sum, progress.examples]), "sum")
         if not self.leader:
             return EpochRecord(**self.comm.share(None))
-        val_loss, val_accuracy = self.evaluate(self.data.x_val, self.data.y_val)
-        test_loss, test_accuracy = self.evaluate(self.data.x_test, self.data.y_test)
-        self._check_loss("validation loss", val_loss, progress.epoch)
-        self._check_loss("test loss", test_loss, progress.epoch)
+        val = self.evaluate(self.data.x_val, self.data.y_val)
+        test = self.evaluate(self.data.x_test, self.data.y_test)
+        self._check_loss("validation loss", val["loss"], progress.epoch)
+        self._check_loss("test loss", test["loss"], progress.epoch)
+        metrics = {"val_accuracy": None, "test_accuracy": None}  # a regression has none
+        metrics.update({f"{split}_{name}": value for split, values in (("val", val), ("test", test))
+                        for name, value in values.items()})
         record = EpochRecord(
-            epoch=progress.epoch + 1, lr=self.lr_of_epoch(progress.epoch),
-            train_loss=float(loss_sum / examples),
-            val_loss=val_loss, val_accuracy=val_accuracy, test_loss=test_loss, test_accuracy=test_accuracy,
-            seconds=progress.seconds, examples_per_s=float(examples / progress.seconds), ranks=self.comm.size)
+            epoch=progress.epoch + 1, lr=self.lr_of_epoch(progress.epoch), train_loss=float(loss_sum / examples),
+            seconds=progress.seconds, examples_per_s=float(examples / progress.seconds), ranks=self.comm.size,
+            **metrics)
         return EpochRecord(**self.comm.share(asdict(record)))
 
-    def evaluate(self, x: np.ndarray, y: np.ndarray) -> tuple[Optional[float], Optional[float]]:
-        """Mean loss and accuracy of the inference graph on ``(x, y)``; (None, None) when empty."""
+    def evaluate(self, x: np.ndarray, y: np.ndarray) -> dict[str, Optional[float]]:
+        """The inference graph's mean loss on ``(x, y)`` and the task's metrics: accuracy for a
+        classification, mean squared and absolute error (over every output value) for a
+        regression.  Each is None when there are no examples."""
+        names = ("loss",) + METRICS[self.task]
         if len(x) == 0:
-            return None, None
-        loss_sum, correct = 0.0, 0
+            return dict.fromkeys(names)
+        sums = dict.fromkeys(names, 0.0)
+        values = 0
         for start in range(0, len(x), EVAL_BATCH):
             xb, yb = x[start:start + EVAL_BATCH], y[start:start + EVAL_BATCH]
             result = self.evaluate_step(x=xb, y=yb)
-            loss_sum += float(result["loss"]) * len(xb)
-            labels = yb if yb.ndim == 1 else np.argmax(yb, axis=-1)
-            correct += int(np.count_nonzero(np.argmax(result["output"], axis=-1) == labels))
-        return loss_sum / len(x), correct / len(x)
+            output = np.asarray(result["output"])
+            sums["loss"] += float(result["loss"]) * len(xb)
+            if self.task == "classification":
+                sums["accuracy"] += correct_predictions(output, yb)
+            else:
+                error = output.astype(np.float64) - yb.reshape(output.shape)
+                sums["mse"] += float(np.sum(error * error))
+                sums["mae"] += float(np.sum(np.abs(error)))
+                values += error.size
+        return {name: total / (values if name in ("mse", "mae") else len(x)) for name, total in sums.items()}
 
     # ---- checkpoints ------------------------------------------------------------
     def _progress_extra(self, progress: Progress, history: History) -> dict[str, Any]:
@@ -525,25 +570,41 @@ class Trainer:
                         f"(only epochs, max_loss and check_numerics may change)")
 
     def _result(self, history: History) -> TrainResult:
-        best = history.best_epoch()
+        best = history.best_epoch(self.config.monitor)
         if self.config.patience is not None and best != len(history):
             best_path = self.out_dir / BEST_NAME
             checkpoint.restore(self.store, checkpoint.load(best_path, expected=self.store.values), best_path)
-            self.log(f"restored the parameters of epoch {best}, the best on validation")
-        test_loss, test_accuracy = self.evaluate(self.data.x_test, self.data.y_test) if self.leader else (None, None)
-        return TrainResult(history, test_loss, test_accuracy, self._should_stop(history), best,
-                           self.checkpoint_path)
+            self.log(f"restored the parameters of epoch {best}, the best by {self.config.monitor}")
+        test = self.evaluate(self.data.x_test, self.data.y_test) if self.leader else {}
+        return TrainResult(history, test.get("loss"), test.get("accuracy"), self._should_stop(history), best,
+                           self.checkpoint_path, self.task, test)
 
 
 def _silent(message: str) -> None:
     """The log of ranks other than 0."""
 
 
+def correct_predictions(output: np.ndarray, y: np.ndarray) -> int:
+    """How many examples a classifier gets right: the largest output is its class, or, for one
+    output per example (a binary classifier's logit), class 1 where it is positive."""
+    if output.ndim == 1 or output.shape[-1] == 1:
+        predicted = output.reshape(len(output), -1)[:, 0] > 0
+        labels = y.reshape(len(y), -1)[:, 0] > 0.5
+    else:
+        predicted = np.argmax(output, axis=-1)
+        labels = y if y.ndim == 1 else np.argmax(y, axis=-1)
+    return int(np.count_nonzero(predicted == labels))
+
+
+SHORT_NAMES = {"loss": "loss", "accuracy": "acc", "mse": "mse", "mae": "mae"}
+
+
 def _epoch_line(record: EpochRecord, epochs: int) -> str:
     parts = [f"epoch {record.epoch}/{epochs}", f"lr {record.lr:.3g}", f"train loss {record.train_loss:.4f}"]
-    if record.val_accuracy is not None:
-        parts.append(f"val acc {record.val_accuracy:.4f}")
-    if record.test_accuracy is not None:
-        parts.append(f"test acc {record.test_accuracy:.4f}")
+    for split in ("val", "test"):
+        for name, short in SHORT_NAMES.items():
+            value = getattr(record, f"{split}_{name}")
+            if value is not None:
+                parts.append(f"{split} {short} {value:.4f}")
     parts.append(f"{record.seconds:.2f}s ({record.examples_per_s:,.0f} ex/s)")
     return "  ".join(parts)
