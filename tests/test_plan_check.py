@@ -279,3 +279,17 @@ def test_square_row_loops_against_numpy(side, row, squash, after, dtype, which, 
         want = want * wa if after and want.ndim == 1 else want
         np.testing.assert_allclose(step(x=xa, v=va)["out"], want, rtol=1e-5 if dtype == "float32" else 1e-12,
                                    atol=1e-5 if dtype == "float32" else 1e-12)
+
+
+def test_a_lone_where_does_not_overwrite_its_else_operand_when_then_views_it_transposed() -> None:
+    """A CUDA kernel runs a lone where's elements at once: 'then' read through a transposed view of
+    the buffer 'else' lives in must not be overwritten (NumPy alone would survive it)."""
+    a = gc.input("a", (3, 3), dtype="float64")
+    m = gc.exp(a)
+    chosen = gc.where(a > 0.0, gc.transpose(m), m)
+    for backend in ("numpy", "cuda-emulator"):
+        step = gc.compile([chosen], backend=backend, name=f"where_over_transposed_{backend.replace('-', '_')}")
+        placed = [step.plan.place.get(n) for n in (m, chosen)]
+        assert placed[0] is None or placed[0] is not placed[1]
+        values = np.arange(9.0).reshape(3, 3) - 4.0
+        np.testing.assert_array_equal(step(a=values)[0], np.where(values > 0, np.exp(values).T, np.exp(values)))

@@ -338,14 +338,15 @@ class _Planner:
             return None  # a fused column sum is zeroed before its loop reads the group's inputs
         # A lone where overwrites only its 'else' operand: NumPy copies the 'then' values over it
         # through the mask, with no temporary (overwriting 'then' would need the negated mask).
-        operands = group.inputs if group is not None else node.inputs[2:] if node.op == "where" else node.inputs
+        read = group.inputs if group is not None else node.inputs
         readers = group.members if group is not None else [node]
-        for operand in operands:
+        for operand in read[2:] if group is None and node.op == "where" else read:
             r = self.root_of(operand)
             if (isinstance(r, Buffer) and self.plan.place.get(operand) is r and until.get(r) == here
                     and r.shape == node.shape and r.dtype == node.dtype
-                    and all(self.root_of(o) is not r or o is operand for o in operands)
-                    and all(reads_where_it_writes(m, operand, node) for m in readers if any(i is operand for i in m.inputs))):
+                    and all(self.root_of(o) is not r or o is operand for o in read)
+                    and all(reads_where_it_writes(m, operand, node) for m in readers
+                            if any(i is operand for i in m.inputs))):
                 return r
         return None
 

@@ -292,7 +292,9 @@ class _Replay:
         flat = np.arange(math.prod(shape), dtype=np.int64).reshape(shape)
         reads = []
         for k, operand in enumerate(node.inputs):
-            if is_elementwise(node) and not (node.op == "where" and k < 2):
+            # NumPy's where copies 'else' into the result, then 'then' where the condition holds
+            # (which reads the same bits when 'then' is 'else').
+            if is_elementwise(node) and not (node.op == "where" and k < 2 and operand is not node.inputs[2]):
                 reads += self.read(operand, node, shape, flat)
             else:
                 reads += self.read(operand, node, None, BEFORE)
