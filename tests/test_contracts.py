@@ -188,13 +188,17 @@ def test_a_misfit_constant_names_the_op_it_meets() -> None:
         gc.input("x", (3,), "int32") + 2**40
 
 
-@pytest.mark.parametrize("kernels", ["c", "numpy"])
-def test_infinite_scalar_constants_compile_with_their_sign(kernels: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GRAPHC_KERNELS", kernels)
-    x = gc.input("x", (3,), F64)
-    outputs = [gc.minimum(x * 2.0, np.inf), gc.maximum(x * 2.0, -np.inf), x * 0.0 + np.inf, x * 0.0 - np.inf]
-    value = {"x": np.array([-1.0, 0.0, 2.0])}
-    for got, want in zip(gc.compile(outputs)(**value), gc.evaluate(outputs, value)):
+@pytest.mark.usefixtures("c_kernels_must_build")  # a fallback to NumPy once hid C loops that did not compile
+@pytest.mark.parametrize("kernels", ["c", "numpy", "cuda-emulator"])
+def test_infinite_and_nan_scalar_constants_compile_with_their_sign(kernels: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GRAPHC_KERNELS", "numpy" if kernels == "numpy" else "c")
+    x, y = gc.input("x", (3,), F64), gc.input("y", (3,), "float32")
+    outputs = [gc.minimum(x * 2.0, np.inf), gc.maximum(x * 2.0, -np.inf), x * 0.0 + np.inf, x * 0.0 - np.inf,
+               gc.maximum(x * 2.0, np.nan), gc.where(y > -np.inf, y * 3.0, np.nan), y * 2.0 - np.inf]
+    value = {"x": np.array([-1.0, 0.0, 2.0]), "y": np.array([1.0, -2.0, 3.0], np.float32)}
+    step = gc.compile(outputs, backend="cuda-emulator" if kernels == "cuda-emulator" else "numpy")
+    assert step.plan.groups or kernels == "numpy"
+    for got, want in zip(step(**value), gc.evaluate(outputs, value)):
         np.testing.assert_array_equal(got, want)
 
 

@@ -7,6 +7,9 @@ added pairwise by NumPy, so it stays out of the loops that add row by row.
 """
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -226,3 +229,16 @@ def test_a_float32_round_trip_inside_a_row_loop_rounds() -> None:
     got = step(x=xb, labels=yb)
     np.testing.assert_array_equal(got["h"], xb.astype(np.float32).astype(np.float64))
     assert got["loss"] == gc.evaluate([gc.softmax_cross_entropy(h, labels)], {"x": xb, "labels": yb})[0]
+
+
+def test_the_loop_flags_keep_the_rounding_gcc_12_drops(tmp_path: Path) -> None:
+    """The reduced C file of the case above, built with the fused loops' flags (but -shared), rounds;
+    without -fno-tree-slp-vectorize GCC 12.2 drops the rounding (shown in docs/performance.md)."""
+    cc = c_kernels.compiler()
+    if cc is None:
+        pytest.skip("no C compiler")
+    source = Path(__file__).parent / "c" / "slp_float_round_trip.c"
+    flags = [f for f in c_kernels.FLAGS if f not in ("-shared", "-fPIC")]
+    subprocess.run([cc, *flags, "-o", str(tmp_path / "round_trip"), str(source)], check=True)
+    result = subprocess.run([str(tmp_path / "round_trip")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout

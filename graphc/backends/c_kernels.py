@@ -50,11 +50,26 @@ from graphc.ir import dtypes
 from graphc.ir.node import Node
 from graphc.passes.fusion import Group
 
-# No SLP vectorization: GCC 12 with -O3 -march=native (AVX-512) drops a float32 rounding when a
-# row loop stores (float)x in one local array and reads it back as double into another
-# (tests/test_fused_rows.py, the cast round trip); it costs a row loop of the MLP 4 µs in 11.
+# No SLP vectorization: GCC 12.2 at -O3 with AVX2 or AVX-512 drops a float32 rounding when a row
+# loop stores (float)x in one local array and reads it back as double into another: the fallback
+# it makes for overlapping arrays copies the doubles straight through (tests/c/slp_float_round_trip.c
+# reproduces it in plain C, without undefined behaviour).  It costs a row loop of the MLP 4 µs in 11.
 FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-ffp-contract=off", "-fwrapv", "-fno-tree-slp-vectorize",
          "-shared", "-fPIC"]
+# Debug builds, chosen by environment variable: GRAPHC_SANITIZE=1 checks every array access and
+# undefined operation (a failure aborts with a report; the address sanitizer must be loaded first,
+# LD_PRELOAD=$(gcc -print-file-name=libasan.so)); GRAPHC_FTZ=0 keeps subnormal numbers.
+SANITIZE = ["-fsanitize=address,undefined", "-fsanitize=bounds-strict", "-fno-sanitize-recover=all",
+            "-fno-omit-frame-pointer", "-g"]
+KEEP_SUBNORMALS = ["-DGRAPHC_KEEP_SUBNORMALS"]
+
+
+def flags() -> list[str]:
+    """The C compiler's flags for the fused loops, debug switches included (part of the cache key)."""
+    extra = SANITIZE if os.environ.get("GRAPHC_SANITIZE", "0") not in ("", "0") else []
+    if os.environ.get("GRAPHC_FTZ", "1") == "0":
+        extra = extra + KEEP_SUBNORMALS
+    return FLAGS + extra
 
 
 # Subnormal numbers cost up to a hundred cycles an operation on x86.  Optimizer
@@ -62,10 +77,10 @@ FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-ffp-contract=off", "-fwrap
 # pixels), and squares of tiny gradients land there too, so every fused loop runs
 # with flush-to-zero and denormals-are-zero set, as XLA's CPU backend does, and
 # restores the caller's mode on return.  Results differ from NumPy's only for
-# values below the smallest normal number (1.2e-38 in float32).
+# values below the smallest normal number (1.2e-38 in float32).  GRAPHC_FTZ=0 builds them without.
 PRELUDE = """#include <math.h>
 #include <stdint.h>
-#if defined(__SSE2__)
+#if defined(__SSE2__) && !defined(GRAPHC_KEEP_SUBNORMALS)
 #include <xmmintrin.h>
 #define FLUSH_SUBNORMALS_BEGIN const unsigned int saved_csr = _mm_getcsr(); _mm_setcsr(saved_csr | 0x8040);
 #define FLUSH_SUBNORMALS_END _mm_setcsr(saved_csr);
@@ -74,10 +89,22 @@ PRELUDE = """#include <math.h>
 #define FLUSH_SUBNORMALS_END
 #endif
 #include <float.h>
+#define GRAPHC_INF_F __builtin_inff()
+#define GRAPHC_INF __builtin_inf()
+#define GRAPHC_NAN_F __builtin_nanf("")
+#define GRAPHC_NAN __builtin_nan("")
 /* glibc's log and pow take their operand apart bit by bit, so denormals-are-zero does not reach
    them: flush their operands by hand, to the zero of the same sign, as the hardware does. */
+#if defined(GRAPHC_KEEP_SUBNORMALS)
+static inline double daz(double x) { return x; }
+static inline float dazf(float x) { return x; }
+#else
 static inline double daz(double x) { return fabs(x) < DBL_MIN ? copysign(0.0, x) : x; }
 static inline float dazf(float x) { return fabsf(x) < FLT_MIN ? copysignf(0.0f, x) : x; }
+#endif
+/* The logistic function from e = exp(-|x|) <= 1: no overflow, full relative precision in both tails. */
+static inline double graphc_sigmoid(double x) { const double e = exp(-fabs(x)); return (x >= 0 ? 1.0 : e) / (1.0 + e); }
+static inline float graphc_sigmoidf(float x) { const float e = expf(-fabsf(x)); return (x >= 0 ? 1.0f : e) / (1.0f + e); }
 /* Sums and maxima over a row, in NumPy's order: a reduction starts from 0 (so a row of -0 sums
    to +0) and adds a contiguous row pairwise, with eight partial sums in blocks of up to 128. */
 #define ROW_REDUCTIONS(T, SUFFIX) \
@@ -186,9 +213,10 @@ def row_kernel_source(name: str, group: Group, describe: Callable[[Node], str]) 
         return node.shape[1] if node.ndim == 2 else 1
 
     def read(node: Node, consumer: Node) -> str:
-        """``node`` as ``consumer`` reads it: at column c when ``consumer`` is wide."""
+        """``node`` as ``consumer`` reads it: at column c when ``consumer`` is wide (a row of one
+        column, such as a one-hot of one class, broadcast along the columns: its only value)."""
         if node in wide:
-            return f"{local[node]}[c]"
+            return f"{local[node]}[c]" if columns(node) > 1 else f"{local[node]}[0]"
         if node in local:
             return local[node]
         # NumPy aligns shapes on the right: a 1-D operand of a wide member runs along its columns.
@@ -307,7 +335,7 @@ def build(source: str, names: Sequence[str]) -> Optional[dict[str, Callable]]:
     # Comments (the IR each line came from) do not change the binary: leave them out of the key,
     # so an equal model rebuilt with other node numbers finds its library.
     code = _without_comments(full)
-    tag = hashlib.sha256("\0".join([code, cc, *FLAGS, *vector_math.options(), platform.machine(),
+    tag = hashlib.sha256("\0".join([code, cc, *flags(), *vector_math.options(), platform.machine(),
                                     _cpu_tag()]).encode()).hexdigest()[:24]
     folder = _cache_dir()
     try:
@@ -382,7 +410,7 @@ def _compile_into(cc: str, source: str, folder: Path, tag: str) -> None:
         c_file.write_text(source)
         built = Path(tmp) / "kernels.so"
         try:
-            result = subprocess.run([cc, *FLAGS, "-o", str(built), str(c_file), *vector_math.options(), "-lm"],
+            result = subprocess.run([cc, *flags(), "-o", str(built), str(c_file), *vector_math.options(), "-lm"],
                                     capture_output=True, text=True)
         except OSError as exc:
             raise KernelCacheError(f"the C compiler {cc} cannot run: {exc.strerror or exc}") from None

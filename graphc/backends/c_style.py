@@ -25,7 +25,11 @@ Expression = Callable[[str, Sequence[str]], str]  # (result dtype, operand expre
 
 
 def literal(value: float, dtype: str) -> str:
-    """A scalar constant as a C literal of its dtype."""
+    """A scalar constant as a C literal of its dtype.  C has no literal for an infinity or a NaN:
+    each target's prelude defines ``GRAPHC_INF`` and ``GRAPHC_NAN`` (``_F`` for float32)."""
+    if dtype in ("float32", "float64") and not np.isfinite(value):
+        name = ("GRAPHC_NAN" if np.isnan(value) else "GRAPHC_INF") + ("_F" if dtype == "float32" else "")
+        return f"(-{name})" if value < 0 else name
     if dtype == "float32":
         text = np.format_float_positional(np.float32(value), unique=True, trim="0")
         return f"{text}f" if "." in text else f"{text}.0f"

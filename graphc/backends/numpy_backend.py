@@ -325,8 +325,9 @@ class NumpyBackend(Backend):
         return c_kernels.compiler() is not None
 
     def cache_tag(self, passes: bool) -> str:
-        if passes and self.fuses():  # the C loops call libmvec or scalar libm: different code
-            return "numpy+c" + ("+libmvec" if vector_math.enabled() else "")
+        if passes and self.fuses():  # the C loops call libmvec or scalar libm, built with debug flags or not
+            debug_flags = "".join(f"+{flag}" for flag in c_kernels.flags()[len(c_kernels.FLAGS):])
+            return "numpy+c" + ("+libmvec" if vector_math.enabled() else "") + debug_flags
         return "numpy" if passes else "numpy-unplanned"
 
     def generate(self, program: Program, plan: Plan) -> Generated:

@@ -172,8 +172,10 @@ class _Pools:
         self.ints: list[Node] = []
         self.made: dict[Node, None] = {}
         self.labels: Optional[Node] = None  # the fed class labels, made when an op first needs them
+        self.classes = 2  # the fewest classes a loss over the labels has: labels are drawn below it
 
-    def fed_labels(self) -> Node:
+    def fed_labels(self, classes: int) -> Node:
+        self.classes = min(self.classes, classes)
         if self.labels is None:
             self.labels = ops.input("labels", (None,), "int32")
         return self.labels
@@ -228,7 +230,9 @@ def _binary(fn: Callable[[Node, Node], Node]) -> Builder:
 
 
 def _scale(draw: Draw, pools: _Pools) -> Node:
-    return _pick(draw, pools.floats) * draw(st.floats(-2.0, 2.0, allow_subnormal=False))
+    """A value times a drawn factor, kept as far from the subnormals as drawn values are (see ``_normal``)."""
+    factor = draw(st.floats(-2.0, 2.0, allow_subnormal=False))
+    return _pick(draw, pools.floats) * float(_normal(np.array(factor), pools.dtype))
 
 
 def _reduce(fn: Callable[..., Node]) -> Builder:
@@ -356,23 +360,26 @@ def _count(draw: Draw, pools: _Pools) -> Optional[Node]:
 
 
 def _one_hot(draw: Draw, pools: _Pools) -> Node:
-    """Labels 0 or 1 (the sign of a value), one-hot encoded in 2 or 3 classes."""
-    labels = ops.cast(ops.greater(_pick(draw, pools.floats), 0.0), draw(st.sampled_from(["int32", "int64"])))
-    return ops.one_hot(labels, draw(st.integers(2, 3)), pools.dtype)
+    """Labels 0 or 1 (the sign of a value), one-hot encoded in 2 or 3 classes; or label 0 of one class."""
+    depth = draw(st.integers(1, 3))
+    labels = ops.cast(ops.greater(_pick(draw, pools.floats), 0.0 if depth > 1 else math.inf),
+                      draw(st.sampled_from(["int32", "int64"])))
+    return ops.one_hot(labels, depth, pools.dtype)
 
 
 def _cross_entropy(draw: Draw, pools: _Pools) -> Optional[Node]:
-    """A classifier's loss: a batch of rows against fed labels (0 or 1), with the softmax's max and
-    sum over each row, and a one-hot of the labels, all of which a backend may run as one loop.
-    A batch of another rank is regrouped into rows first."""
+    """A classifier's loss: a batch of rows against fed labels (0 or 1; 0 when a row has one class),
+    with the softmax's max and sum over each row, and a one-hot of the labels, all of which a
+    backend may run as one loop.  A batch of another rank is regrouped into rows first."""
     batches = [n for n in pools.floats if n.ndim >= 2 and not is_static(n.shape[:1]) and is_static(n.shape[1:])
-               and 2 <= math.prod(n.shape[1:]) <= 64]
+               and 1 <= math.prod(n.shape[1:]) <= 64]
     if not batches:
         return None
     logits = _pick(draw, batches)
     if logits.ndim > 2:
         logits = ops.reshape(logits, (logits.shape[0], math.prod(logits.shape[1:])))
-    return composites.softmax_cross_entropy(logits, pools.fed_labels(), draw(st.sampled_from(["mean", "sum"])))
+    labels = pools.fed_labels(logits.shape[1])
+    return composites.softmax_cross_entropy(logits, labels, draw(st.sampled_from(["mean", "sum"])))
 
 
 _ROW_REDUCTIONS: dict[str, Callable[[Node], Node]] = {
@@ -386,17 +393,18 @@ def _row_loop(draw: Draw, pools: _Pools) -> Optional[Node]:
     sometimes an [R, 1] value along its rows), reduced or normalized over each row.
 
     A backend runs this as one loop over rows.  Most of the time the rows come from a [C] value
-    itself (its outer product with another), so R == C: the shapes where a [C] operand and an [R]
+    itself (the outer product of a value flattened with itself), so R == C: the shapes where a [C] operand and an [R]
     result are one size, and a plan that lets the result overwrite the operand still read by
     later rows is wrong.  Half the time the [C] value joins the pools, so later ops may read it
-    again; else the row loop is its last reader."""
-    vectors = [n for n in pools.static() if n.ndim == 1 and 2 <= n.shape[0] <= 64]
+    again; else the row loop is its last reader.  A batch of rows is sometimes masked by a one-hot
+    of one class, a row of one column the loop reads along every column."""
+    static = [n for n in pools.static() if 2 <= math.prod(n.shape) <= 64]
     matrices = [n for n in pools.floats if n.ndim == 2 and isinstance(n.shape[1], int) and 2 <= n.shape[1] <= 64]
-    if not vectors and not matrices:
+    if not static and not matrices:
         return None
-    if vectors and (not matrices or draw(st.integers(0, 2))):
-        v = _pick(draw, vectors)
-        x = ops.reshape(_pick(draw, [n for n in vectors if n.shape == v.shape]), (v.shape[0], 1)) * v
+    if static and (not matrices or draw(st.integers(0, 3))):
+        v = _flat(_pick(draw, static))
+        x = ops.reshape(v, (v.shape[0], 1)) * v
     else:
         x = _pick(draw, matrices)
     columns = x.shape[1]
@@ -409,6 +417,8 @@ def _row_loop(draw: Draw, pools: _Pools) -> Optional[Node]:
     if draw(st.booleans()):
         per_row = [n for n in pools.floats if n.shape == (x.shape[0], 1)]
         rows = rows + (_pick(draw, per_row) if per_row else ops.max(x, 1, True))
+    if not is_static(x.shape[:1]) and draw(st.integers(0, 3)) == 0:  # a one-class one-hot, [R, 1], across the row
+        rows = rows * ops.one_hot(pools.fed_labels(1), 1, pools.dtype)
     reduced = _ROW_REDUCTIONS[pools.chooser.choice(sorted(_ROW_REDUCTIONS))](rows)
     # An elementwise op after a reduction joins the loop, whose [R] result may then be written in place.
     return ops.tanh(reduced) if reduced.ndim == 1 and draw(st.booleans()) else reduced
@@ -543,7 +553,7 @@ def graphs(draw: Draw, smooth: bool = False, max_inputs: int = 3, max_ops: int =
             weights = [0 if n in RANDOM_OPS else w for n, w in zip(names, weights)]
     if pools.labels is not None:  # fed like any input, but not one to differentiate by
         for (feeds, _), batch_size in zip(calls, batch_sizes):
-            feeds["labels"] = draw(hnp.arrays(np.int32, batch_size, elements=st.integers(0, 1)))
+            feeds["labels"] = draw(hnp.arrays(np.int32, batch_size, elements=st.integers(0, pools.classes - 1)))
     made = list(pools.made)
     output = ops.sum(pools.floats[-1])
     extra = draw(st.lists(st.sampled_from(made), max_size=3, unique=True)) if made else []

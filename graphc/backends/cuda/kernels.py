@@ -20,16 +20,25 @@ BLOCK = 256
 MAX_BLOCKS = 4096  # the grid-stride loop covers the rest
 
 # int32_t and friends come from <stdint.h> under nvcc and the host compiler; NVRTC (CuPy's
-# compiler) has no standard headers, so they are defined here.
+# compiler) has no standard headers, so they are defined here, as are an infinity and a NaN,
+# which C cannot write as literals (NVRTC has no __builtin_inf: it makes them from their bits).
 PRELUDE = r"""// graphc CUDA translation unit
 #if defined(__CUDACC_RTC__)
 typedef int int32_t;
 typedef long long int64_t;
 typedef unsigned int uint32_t;
 typedef unsigned long long uint64_t;
+#define GRAPHC_INF_F __int_as_float(0x7f800000)
+#define GRAPHC_NAN_F __int_as_float(0x7fc00000)
+#define GRAPHC_INF __longlong_as_double(0x7ff0000000000000LL)
+#define GRAPHC_NAN __longlong_as_double(0x7ff8000000000000LL)
 #else
 #include <stdint.h>
 #include <math.h>
+#define GRAPHC_INF_F __builtin_inff()
+#define GRAPHC_NAN_F __builtin_nanf("")
+#define GRAPHC_INF __builtin_inf()
+#define GRAPHC_NAN __builtin_nan("")
 #endif
 
 // Philox4x32-10 (Salmon et al., SC'11): a counter-based generator, so a random op is a pure
@@ -53,6 +62,10 @@ __device__ inline void graphc_philox(uint32_t c[4], uint32_t k0, uint32_t k1) {
 // subnormal numbers (no flush-to-zero), as NumPy does, so here it changes nothing.
 __device__ inline float dazf(float x) { return x; }
 __device__ inline double daz(double x) { return x; }
+
+// The logistic function from e = exp(-|x|) <= 1: no overflow, full relative precision in both tails.
+__device__ inline float graphc_sigmoidf(float x) { const float e = expf(-fabsf(x)); return (x >= 0 ? 1.0f : e) / (1.0f + e); }
+__device__ inline double graphc_sigmoid(double x) { const double e = exp(-fabs(x)); return (x >= 0 ? 1.0 : e) / (1.0 + e); }
 
 extern "C" __global__ void graphc_rng_advance(uint64_t *counter) {
     if (blockIdx.x == 0 && threadIdx.x == 0) counter[0] += 1;
