@@ -30,7 +30,8 @@ from graphc.program import Program
 RULES: list[Rule] = canonicalize.RULES + stabilize.RULES + specialize.RULES
 # Rules that change rounding (reassociation, a reciprocal, log∘exp dropped): compared within
 # a tolerance, on finite values only.  Every other rule must keep values bit for bit.
-INEXACT = {"scalar_out_of_sum", "log_of_exp", "log_of_exp_ratio", "divide_by_constant", "power_special_cases"}
+INEXACT = {"scalar_out_of_sum", "log_of_exp", "log_of_exp_ratio", "log_of_sigmoid", "divide_by_constant",
+           "power_special_cases"}
 TOLERANCE = dict(rtol=1e-12, atol=1e-14)
 BATCHES = (3, 5)
 
@@ -223,6 +224,11 @@ PATTERNS: dict[str, list[Pattern]] = {
         P("log-of-d-over-exp", {"u": (2, 3), "d": In((2, 1), sample=positive)},
           lambda v: gc.log(v["d"] / gc.exp(v["u"])), fires=False),
     ],
+    "log_of_sigmoid": [
+        P("log-sigmoid", X, lambda v: gc.log(gc.sigmoid(v["x"]))),
+        P("log-sigmoid-3d-sum", X3, lambda v: gc.sum(gc.log(gc.sigmoid(v["x"])), axis=1)),
+        P("log-of-one-minus-sigmoid", X, lambda v: gc.log(1.0 - gc.sigmoid(v["x"])), fires=False),
+    ],
     # The rewritten row sum no longer reads the labels; another read keeps the batch size known
     # (see test_a_rewrite_that_drops_the_only_read_of_an_input_keeps_its_size below).
     "one_hot_rows_sum_to_one": [
@@ -340,19 +346,24 @@ def test_rules_fire_only_on_the_ops_they_declare() -> None:
 
 
 def test_stabilized_rules_are_right_where_the_naive_form_overflows() -> None:
-    """On inputs where exp overflows, the unrewritten program is inf/NaN; the rewritten one must be
-    the exact value, transcribed here, not merely finite."""
+    """On inputs where exp overflows (or σ underflows to 0), the unrewritten program is inf/NaN;
+    the rewritten one must be the exact value, transcribed here, not merely finite."""
     u = np.array([[800.0, -800.0, 1.0], [700.0, 0.5, -750.0]])
     d = np.array([[2.0], [0.25]])
     cases = {"log_of_exp": (P("log-exp", {"u": u.shape}, lambda v: gc.log(gc.exp(v["u"]))), u),
              "log_of_exp_ratio": (P("log-exp-over-d", {"u": u.shape, "d": d.shape},
                                     lambda v: gc.log(gc.exp(v["u"]) / v["d"])), u - np.log(d))}
+    # log σ(u) = -log(1 + e^-u), written in long double from its two tails
+    ul = u.astype(np.longdouble)
+    log_sigmoid = np.where(ul >= 0, -np.log1p(np.exp(-ul)), ul - np.log1p(np.exp(ul))).astype(np.float64)
+    cases["log_of_sigmoid"] = (P("log-sigmoid", {"u": u.shape}, lambda v: gc.log(gc.sigmoid(v["u"]))), log_sigmoid)
     feeds = {"u": u, "d": d}
     for name, (pattern, expected) in cases.items():
         before = _program(pattern)
         after = apply_phase(before, Phase(name, [getattr(stabilize, name)]))
         assert not np.isfinite(_value(before, feeds)).all()
-        np.testing.assert_allclose(_value(after, feeds), expected, rtol=1e-15, err_msg=name)
+        # log σ(u) for large u is −e^−u, which 1 + e^−u rounds away: right to 1e-16, absolutely
+        np.testing.assert_allclose(_value(after, feeds), expected, rtol=1e-15, atol=1e-16, err_msg=name)
 
 
 def test_adding_zero_keeps_a_negative_zero_as_documented() -> None:

@@ -15,13 +15,16 @@ from graphc.primitives.misc import check_labels
 
 
 def sigmoid(x: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
-    """σ(x) = ½ tanh(x/2) + ½: one transcendental, and no overflow for large |x|."""
+    """σ(x) = 1 / (1 + e) for x ≥ 0 and e / (1 + e) below, with e = exp(-|x|) ≤ 1: it never
+    overflows, and keeps its relative precision in both tails (the form ½ tanh(x/2) + ½ is left
+    with rounding noise below about -20).  ``out`` may be ``x``."""
+    x = np.asarray(x)
+    e = np.asarray(np.exp(-np.abs(x)))  # an array even for a 0-d x, so that it takes out=
+    numerator = np.where(x >= 0, x.dtype.type(1), e)
+    np.add(e, 1, out=e)
     if out is None:
-        out = np.empty(np.shape(x), np.result_type(x))
-    np.multiply(x, 0.5, out=out)
-    np.tanh(out, out=out)
-    np.multiply(out, 0.5, out=out)
-    return np.add(out, 0.5, out=out)
+        return np.divide(numerator, e)
+    return np.divide(numerator, e, out=out)
 
 
 def where(cond: np.ndarray, a: object, b: object, out: Optional[np.ndarray] = None) -> np.ndarray:

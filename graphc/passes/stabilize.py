@@ -2,6 +2,7 @@
 
 With softmax written as exp(x − max) / Σ exp(x − max), the rules below turn
 log(softmax(x)) into (x − max) − log Σ exp(x − max) — the stable log-softmax —
+log(sigmoid(x)) into −softplus(−x),
 and simplify the cross-entropy gradient down to (softmax − onehot)/N, because
 a one-hot row sums to one.
 """
@@ -29,6 +30,16 @@ def log_of_exp_ratio(n: Node) -> Optional[Node]:
     return None
 
 
+@matches("log")
+def log_of_sigmoid(n: Node) -> Optional[Node]:
+    """log σ(x) → min(x, 0) − log(1 + exp(−|x|)), i.e. −softplus(−x): finite where σ(x) underflows
+    to 0 (x below −745 in float64, −104 in float32) and exact in its relative error below 0."""
+    if n.op == "log" and n.inputs[0].op == "sigmoid":
+        x = n.inputs[0].inputs[0]
+        return ops.minimum(x, 0) - ops.log(1 + ops.exp(-ops.abs(x)))
+    return None
+
+
 @matches("sum")
 def one_hot_rows_sum_to_one(n: Node) -> Optional[Node]:
     """Σ_k onehot(y)_k = 1 (labels are assumed in range, as cross-entropy requires)."""
@@ -37,4 +48,4 @@ def one_hot_rows_sum_to_one(n: Node) -> Optional[Node]:
     return None
 
 
-RULES = [log_of_exp, log_of_exp_ratio, one_hot_rows_sum_to_one]
+RULES = [log_of_exp, log_of_exp_ratio, log_of_sigmoid, one_hot_rows_sum_to_one]

@@ -36,11 +36,6 @@ def _binary(allowed: str, result: Optional[str] = None) -> Callable:
 
 # ---------------------------------------------------------------- unary
 
-def _c_sigmoid(d: str, a: Sequence[str]) -> str:
-    t = C_TYPES[d]
-    return f"(({t})0.5 * {c.math('tanh', d)}(({t})0.5 * {a[0]}) + ({t})0.5)"
-
-
 def _c_abs(d: str, a: Sequence[str]) -> str:
     return f"{c.math('fabs', d)}({a[0]})" if d in ("float32", "float64") else f"(({a[0]} < 0) ? -{a[0]} : {a[0]})"
 
@@ -55,10 +50,10 @@ define("log", UNARY, _unary("float"), np.log, vjp=lambda g, out, x: (g / x,),
        numpy=call("np.log"), c=lambda d, a: f"{c.math('log', d)}({c.math('daz', d)}({a[0]}))")
 define("tanh", UNARY, _unary("float"), np.tanh, vjp=lambda g, out, x: (g * (1 - out * out),),
        numpy=call("np.tanh"), c=c.call("tanh"))
-# The tanh form never overflows, unlike 1 / (1 + exp(-x)); NumPy's meaning is the helper the
-# generated code calls.
+# σ from exp(-|x|), a form exact in both tails that never overflows; NumPy's meaning is the helper
+# the generated code calls, and each C target's prelude defines graphc_sigmoid the same way.
 define("sigmoid", UNARY, _unary("float"), numpy_kernels.sigmoid, vjp=lambda g, out, x: (g * out * (1 - out),),
-       numpy=call("k.sigmoid"), c=_c_sigmoid)
+       numpy=call("k.sigmoid"), c=c.call("graphc_sigmoid"))
 # relu and abs have derivative 0 at 0.
 define("relu", UNARY, _unary("numeric"), lambda x: np.maximum(x, 0),
        vjp=lambda g, out, x: (ops.where(x > 0, g, 0),),
