@@ -533,6 +533,8 @@ def _layer_cases() -> list[Case]:
              lambda v: _batchnorm_expected(v, False), ("BatchNorm",), samplers=BN_VARIABLES),
         Case("GaussianNoise-inference", {"x": x3}, lambda v: nn.GaussianNoise(0.5)(v["x"], training=False),
              lambda v: v["x"], ("GaussianNoise",), True),
+        Case("Dropout-inference", {"x": x3}, lambda v: nn.Dropout(0.5)(v["x"], training=False),
+             lambda v: v["x"], ("Dropout",), True),
         Case("MixtureOfExperts", {"x": x3}, lambda v: nn.MixtureOfExperts([nn.Dense(2), nn.Dense(2)])(v["x"]),
              _moe_expected, ("MixtureOfExperts",)),
         Case("Ensemble-outputs", {"x": x3}, lambda v: nn.Ensemble([nn.Dense(4) for _ in range(3)])(v["x"]),
@@ -664,7 +666,8 @@ def test_every_dsl_function_and_composite_has_a_case() -> None:
                          if fn.__module__ == composites.__name__ and not name.startswith("_")}
     assert set(ops.__all__) - covered == set()
     assert public_composites - covered == set()
-    layers = {"Dense", "Sequential", "Activation", "BatchNorm", "GaussianNoise", "MixtureOfExperts", "Ensemble", "l2"}
+    layers = {"Dense", "Sequential", "Activation", "BatchNorm", "GaussianNoise", "Dropout", "MixtureOfExperts", "Ensemble",
+              "l2"}
     not_computing = {"ACTIVATIONS", "Lambda", "Module", "attach_updates", "summary", "weights", "relu", "sigmoid",
                      "tanh"}
     assert set(nn.__all__) == layers | not_computing, "a new export of graphc.nn: give it a case or say why not"
@@ -708,6 +711,22 @@ def test_gaussian_noise_adds_noise_of_its_standard_deviation_in_training() -> No
         noise = (run() - xb).ravel()
         assert abs(noise.mean()) < 6 * 0.5 / np.sqrt(noise.size), how
         assert abs(noise.std() - 0.5) < 0.02, how
+
+
+@pytest.mark.parametrize("p", [0.25, 0.5])
+def test_dropout_keeps_each_value_with_probability_1_minus_p_scaled_to_keep_the_mean(p: float) -> None:
+    x = gc.input("x", (None, 100), "float64")
+    y = nn.Dropout(p)(x, training=True)
+    xb = np.random.default_rng(0).uniform(1.0, 2.0, size=(200, 100))
+    for how, run in {"interpreter": lambda: gc.evaluate([y], {"x": xb})[0],
+                     "optimized": lambda s=gc.compile(y): s(x=xb),
+                     "unoptimized": lambda s=gc.compile(y, passes=False): s(x=xb)}.items():
+        kept = run() / xb
+        assert set(np.unique(np.round(kept, 12))) <= {0.0, round(1 / (1 - p), 12)}, how
+        share = np.count_nonzero(kept) / kept.size
+        assert abs(share - (1 - p)) < 6 * np.sqrt(p * (1 - p) / kept.size), how
+    with pytest.raises(gc.GraphcError, match=r"Dropout p .* must lie in \[0, 1\), got 1.0"):
+        nn.Dropout(1.0)
 
 
 def test_batchnorm_train_step_writes_the_running_statistics() -> None:
