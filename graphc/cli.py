@@ -117,6 +117,8 @@ def _add_show_arguments(parser: argparse.ArgumentParser) -> None:
                         help="draw the view with Graphviz into FILE (.svg, .png or .pdf)")
     parser.add_argument("--collapse", nargs="?", const="all", metavar="LAYERS",
                         help="with --render, draw each layer (or the comma-separated LAYERS) as one box")
+    parser.add_argument("--no-links", action="store_true",
+                        help="with --render, leave out the dashed links from gradient nodes to their forward nodes")
     parser.add_argument("--input-shape", metavar="SHAPE",
                         help="one example's shape, such as 784 or 28,28, for models not about Fashion-MNIST")
     parser.add_argument("--dataset", choices=tuple(DATASETS),
@@ -189,8 +191,8 @@ def run_show(args: argparse.Namespace) -> int:
     config = TrainConfig.from_options(model_file.defaults, _trainer_options(args))
     if args.format == "latex" and args.view != "equations":
         raise UsageError("--format latex applies to --view equations")
-    if args.collapse and not args.render:
-        raise UsageError("--collapse applies to --render")
+    if (args.collapse or args.no_links) and not args.render:
+        raise UsageError(f"{'--collapse' if args.collapse else '--no-links'} applies to --render")
     if args.render and args.view not in DRAWN_VIEWS + (None,):
         raise UsageError(f"--render draws one of the views {', '.join(DRAWN_VIEWS)}, not {args.view}")
     shape = parse_shape(args.input_shape) if args.input_shape else None
@@ -209,7 +211,7 @@ def run_show(args: argparse.Namespace) -> int:
         print()
     if args.render:
         collapse = True if args.collapse == "all" else tuple(args.collapse.split(",")) if args.collapse else ()
-        render(step.draw(args.view or "grad", collapse), args.render)
+        render(step.draw(args.view or "grad", collapse, links=not args.no_links), args.render)
         print(f"{args.view or 'grad'} graph drawn in {args.render}")
     if args.dot:
         Path(args.dot).write_text(step.draw("autodiff").source + "\n")

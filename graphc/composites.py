@@ -13,6 +13,7 @@ from typing import Literal as Choice
 from graphc import ops
 from graphc.errors import DTypeError, ShapeError
 from graphc.ir import dtypes
+from graphc.ir.layer import mark_layer
 from graphc.ir.node import Node, describe_failure
 from graphc.ir.shapes import fmt
 
@@ -55,7 +56,7 @@ def softmax_cross_entropy(logits: Node, labels: Node, reduction: Reduction = "me
     shape (one-hot or probabilities).
     """
     targets = _targets(logits, labels)
-    return _reduce_batch(-ops.sum(targets * log_softmax(logits), axis=-1), reduction)
+    return _as_loss(_reduce_batch(-ops.sum(targets * log_softmax(logits), axis=-1), reduction), logits)
 
 
 def _targets(logits: Node, labels: Node) -> Node:
@@ -76,7 +77,7 @@ def sigmoid_binary_cross_entropy(logits: Node, targets: Node, reduction: Reducti
     max(a, 0) - a t + log(1 + exp(-|a|))."""
     _same_shape("sigmoid_binary_cross_entropy", logits, targets)
     per = ops.relu(logits) - logits * targets + ops.log(1.0 + ops.exp(-ops.abs(logits)))
-    return _reduce_batch(_sum_features(per), reduction)
+    return _as_loss(_reduce_batch(_sum_features(per), reduction), logits)
 
 
 def mse(prediction: Node, target: Node, reduction: Reduction = "mean") -> Node:
@@ -86,7 +87,14 @@ def mse(prediction: Node, target: Node, reduction: Reduction = "mean") -> Node:
     """
     _same_shape("mse", prediction, target)
     diff = target - prediction
-    return _reduce_batch(_sum_features(diff * diff), reduction)
+    return _as_loss(_reduce_batch(_sum_features(diff * diff), reduction), prediction)
+
+
+def _as_loss(loss: Node, prediction: Node) -> Node:
+    """Mark the loss's nodes (down to the model's output) as one layer, ``loss``: pictures frame
+    them like a model's layers, and their gradient nodes with them."""
+    mark_layer("loss", loss, prediction)
+    return loss
 
 
 def _sum_features(x: Node) -> Node:

@@ -65,7 +65,9 @@ def test_the_drawing_has_every_node_and_data_edge_with_its_shape() -> None:
     picture.add_nodes_from((box, {"gradient": GRADIENT_FILL in attrs}) for box, (_, attrs) in boxes.items()
                            if not box.startswith("out/"))
     for source, target, attrs in edges:
-        if "dashed" not in attrs and not target.startswith("out/"):
+        if "dashed" not in attrs and "invis" not in attrs and not target.startswith("out/"):
+            if "dir=back" in attrs:  # laid out as the forward edge it mirrors, drawn the gradient's way
+                source, target = target, source
             picture.add_edge(source, target, shape=re.search(r'label="([^"]*)"', attrs)[1])
     same = nx.algorithms.isomorphism.categorical_node_match("gradient", None)
     assert nx.is_isomorphic(picture, ir, node_match=same,
@@ -91,17 +93,40 @@ def test_each_gradient_node_is_linked_dashed_to_its_forward_node_and_coloured_ap
 def test_nodes_are_framed_by_the_layer_that_built_them() -> None:
     boxes, _, frames = _parse(_step().draw("grad").source)
     labels = {frame: {boxes[b][0].split("\\n")[0] for b in members} for frame, members in frames.items()}
-    assert set(labels) == {"cluster_dense0", "cluster_tanh1", "cluster_dense2"}
+    assert set(labels) == {"cluster_dense0", "cluster_tanh1", "cluster_dense2", "cluster_loss"}
+    loss_ops = {label.split(" = ")[1].split()[0] for label in labels["cluster_loss"] if " = " in label}
+    assert {"max", "exp", "log", "one_hot"} <= loss_ops  # the loss is framed like a layer
     assert {"dense0.W", "dense0.b"} <= labels["cluster_dense0"] and "dense2.W" in labels["cluster_dense2"]
     assert any("= tanh" in label for label in labels["cluster_tanh1"])
     assert not any("dense" in label for label in labels["cluster_tanh1"])
+
+
+def test_the_gradient_is_laid_out_as_the_mirror_of_the_forward_pass() -> None:
+    """Each gradient node is ranked level with its forward node (an invisible edge of length 0), edges
+    between gradient nodes are ranked as the forward edges they mirror, and forward values a gradient
+    rule reads do not pull the layout; links=False leaves the dashed links out, not the layout."""
+    step = _step()
+    boxes, edges, _ = _parse(step.draw("grad").source)
+    gradient = {b for b, (_, attrs) in boxes.items() if GRADIENT_FILL in attrs}
+    level = {(s, t) for s, t, attrs in edges if "style=invis" in attrs and 'minlen=0' in attrs}
+    links = {(s, t) for s, t, attrs in edges if "style=dashed" in attrs}
+    assert links and {(forward, grad) for grad, forward in links} == level
+    for source, target, attrs in edges:
+        if "invis" in attrs or "dashed" in attrs or target.startswith("out/"):
+            continue
+        if source in gradient and target in gradient:
+            assert "dir=back" in attrs
+        elif target in gradient or (source in gradient and "dir=back" not in attrs):
+            assert "constraint=false" in attrs or source in gradient
+    bare = _parse(step.draw("grad", links=False).source)[1]
+    assert not [e for e in bare if "dashed" in e[2]] and {(s, t) for s, t, a in bare if "invis" in a} == level
 
 
 def test_collapsing_folds_each_layer_into_a_forward_and_a_gradient_box() -> None:
     step = _step()
     boxes, edges, frames = _parse(step.draw("grad", collapse=True).source)
     folded = {b for b in boxes if b.startswith(("fwd/", "grad/"))}
-    assert folded == {f"{part}/{layer}" for part in ("fwd", "grad") for layer in ("dense0", "tanh1", "dense2")}
+    assert folded == {f"{part}/{layer}" for part in ("fwd", "grad") for layer in ("dense0", "tanh1", "dense2", "loss")}
     assert not frames
     assert ("fwd/dense0", "fwd/tanh1") in {(s, t) for s, t, _ in edges}
     assert len(boxes) < len(_parse(step.draw("grad").source)[0])
@@ -142,6 +167,12 @@ def test_show_renders_the_chosen_view(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "∂dense0" in svg and "ddense0.W" in svg
     assert main(["show", str(EXAMPLES / "mlp.py"), "--view", "source", "--render", str(picture)]) == 2
     assert "--render draws one of the views forward, grad, autodiff, step" in capsys.readouterr().err
+    linked, bare = tmp_path / "linked.svg", tmp_path / "bare.svg"
+    assert main(["show", str(EXAMPLES / "mlp.py"), "--render", str(linked)]) == 0
+    assert main(["show", str(EXAMPLES / "mlp.py"), "--render", str(bare), "--no-links"]) == 0
+    assert linked.read_text().count("stroke-dasharray") > bare.read_text().count("stroke-dasharray") + 10
+    assert main(["show", str(EXAMPLES / "mlp.py"), "--no-links"]) == 2
+    assert "--no-links applies to --render" in capsys.readouterr().err
 
 
 @needs_dot

@@ -1,11 +1,14 @@
 """A graph as a Graphviz drawing: the DOT text, and the ``graphviz.Digraph`` that renders it.
 
 Forward nodes are white boxes and gradient nodes orange ones, so the backward
-pass stands out as the mirror image of the forward one; each gradient node has
-a dashed edge to the forward node whose rule made it, when that node is in the
-picture (drawn without pulling the layout, which the data edges decide).  Nodes sit in a frame named after
-the layer that built them, and every data edge carries the shape of the value
-it moves.  ``collapse`` turns a layer into one box (one for its forward nodes,
+pass stands out as the mirror image of the forward one.  It is laid out as a
+mirror too: an edge between two gradient nodes ranks them the way the forward
+edge they reverse does (the arrow still points the way the gradient flows), so
+each gradient node sits level with the forward node whose rule made it, and the
+dashed link between the two (``links``, on by default) runs across, not down
+the page.  Nodes sit in a frame named after the layer that built them (the
+loss and weight decay have frames of their own), and every data edge carries
+the shape of the value it moves.  ``collapse`` turns a layer into one box (one for its forward nodes,
 one for its gradient nodes), which keeps a deep model's picture readable.
 Scalar constants are written into the label of the node that reads them
 instead of being drawn, since a box for every ``1.0`` only adds clutter.
@@ -31,20 +34,22 @@ ORIGIN_EDGE = {"style": "dashed", "color": "#c06000", "constraint": "false", "ar
 Collapse = Union[bool, Collection[str]]
 
 
-def to_dot(outputs: Outputs, title: str = "graph", collapse: Collapse = (), context: Sequence[Node] = ()) -> str:
+def to_dot(outputs: Outputs, title: str = "graph", collapse: Collapse = (), context: Sequence[Node] = (),
+           links: bool = True) -> str:
     """The DOT text of :func:`draw`."""
-    return draw(outputs, title, collapse, context).source
+    return draw(outputs, title, collapse, context, links).source
 
 
 def draw(outputs: Outputs, title: str = "graph", collapse: Collapse = (),
-         context: Sequence[Node] = ()) -> graphviz.Digraph:
+         context: Sequence[Node] = (), links: bool = True) -> graphviz.Digraph:
     """The drawing of everything ``outputs`` and ``context`` depend on.
 
     ``context`` adds nodes drawn without being outputs: for a gradient graph, the
     loss, so that the forward nodes the gradient rules came from are in the
     picture.  (Origins are not followed themselves: hash-consing can share a
     gradient node with another model, whose forward node is then its origin.)
-    ``collapse`` is True (every layer) or the names of the layers to fold.
+    ``collapse`` is True (every layer) or the names of the layers to fold; ``links=False``
+    leaves out the dashed links from gradient nodes to their forward nodes.
     """
     named = _as_named(outputs)
     order = [n for n in toposort(list(named.values()) + list(context)) if not inline_constant(n)]
@@ -66,9 +71,16 @@ def draw(outputs: Outputs, title: str = "graph", collapse: Collapse = (),
             for box, label, attrs in members:
                 frame.node(box, label, **attrs)
     for source, target, shape in boxes.edges:
-        graph.edge(source, target, label=shape)
-    for gradient, forward in boxes.origin_links:
-        graph.edge(gradient, forward, **ORIGIN_EDGE)
+        if boxes.gradient(source) and boxes.gradient(target):  # ranked as the forward edge it mirrors
+            graph.edge(target, source, label=shape, dir="back")
+        elif boxes.gradient(target):  # a forward value a gradient rule reads: no pull on the layout
+            graph.edge(source, target, label=shape, constraint="false")
+        else:
+            graph.edge(source, target, label=shape)
+    for gradient, forward in boxes.origin_links:  # level with its forward node, where the ranks allow
+        graph.edge(forward, gradient, style="invis", minlen="0", weight="4")
+        if links:
+            graph.edge(gradient, forward, **ORIGIN_EDGE)
     for out_name, node in named.items():
         graph.node(f"out/{out_name}", out_name, shape="plaintext", style="")
         graph.edge(boxes.of(node), f"out/{out_name}", label=fmt(node.shape))
@@ -114,6 +126,9 @@ class _Boxes:
         self.origin_links = sorted({(self.box[n], self.box[n.origin.forward]) for n in order
                                     if n.origin is not None and n.origin.forward in self.box
                                     and self.box[n] != self.box[n.origin.forward]})
+
+    def gradient(self, box: str) -> bool:
+        return self.labels[box][1].get("fillcolor") == GRADIENT_FILL
 
     def folded(self, layer: str) -> bool:
         return self.collapse is True or (not isinstance(self.collapse, bool) and layer in self.collapse)

@@ -17,8 +17,9 @@ from graphc.ir.node import Node
 LAYER_KEY = "layer"  # kept by rewrites: see graphc.ir.site.INHERITED_META
 
 
-def mark_layer(name: str, output: Node, layer_input: Node) -> None:
-    """Mark every unmarked node between ``layer_input`` (excluded) and ``output`` as built by ``name``."""
+def mark_layer(name: str, output: Node, layer_input: Optional[Node]) -> None:
+    """Mark every unmarked node between ``layer_input`` (excluded; None: down to the leaves) and
+    ``output`` as built by ``name``."""
     stack = [output]
     while stack:
         node = stack.pop()

@@ -7,6 +7,7 @@ from typing import Any, Optional
 from graphc import init as initializers
 from graphc import ops
 from graphc.errors import GraphcError
+from graphc.ir.layer import mark_layer
 from graphc.ir.node import Node
 from graphc.nn.module import Module, as_module
 
@@ -81,4 +82,6 @@ def l2(module: Module) -> Node:
     total = ops.sum(ws[0] * ws[0])
     for w in ws[1:]:
         total = total + ops.sum(w * w)
-    return 0.5 * total
+    decay = 0.5 * total
+    mark_layer("weight decay", decay, None)  # a frame of its own in pictures (the weights keep their layers')
+    return decay

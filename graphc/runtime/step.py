@@ -193,10 +193,11 @@ class CompiledStep:
             return self.program.shown()
         raise ValueError(f"unknown view {view!r}: choose forward, grad, autodiff, step, source, kernels or equations")
 
-    def draw(self, view: str = "grad", collapse: Collapse = ()) -> "graphviz.Digraph":
+    def draw(self, view: str = "grad", collapse: Collapse = (), links: bool = True) -> "graphviz.Digraph":
         """A view as a Graphviz drawing (shown as a picture in Jupyter); see :func:`graphc.ir.dot.draw`."""
         context = self.source_program if view == "autodiff" else self.program
-        return draw(self.graph(view), title=view, collapse=collapse, context=list(context.outputs.values()))
+        return draw(self.graph(view), title=view, collapse=collapse, context=list(context.outputs.values()),
+                    links=links)
 
     def _repr_svg_(self) -> Optional[str]:
         """Jupyter's picture of a train step: its gradient graph (the forward graph without an optimizer)."""
