@@ -39,6 +39,6 @@ def test_the_notebook_runs_top_to_bottom() -> None:
                    resources={"metadata": {"path": str(TUTORIAL.parent)}}).execute()
     assert "image/svg+xml" in _mime_types(_outputs(notebook, "step"))
     latex = next(o.data["text/latex"] for o in _outputs(notebook, "step.equations()") if "data" in o)
-    assert r"\boldsymbol{\delta}^{1} &= \tanh'" in latex
+    assert r"\boldsymbol{\delta}^{(1)} &= \tanh'" in latex
     assert "text/html" in _mime_types(_outputs(notebook, "def train(optimizer, lr, epochs=4):"))
     assert "image/png" in _mime_types(_outputs(notebook, 'adam = train("adam", 1e-3)'))

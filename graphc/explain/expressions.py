@@ -109,6 +109,21 @@ class Square:
 
 
 @dataclass(frozen=True)
+class Power:
+    """body^exponent, for exponents other than 2 (batch norm's (σ² + ϵ)^(−3/2))."""
+
+    body: "Expr"
+    exponent: Fraction
+
+
+@dataclass(frozen=True)
+class Norm:
+    """‖e‖²: the sum of the squares of every element (a weight-decay term)."""
+
+    body: "Expr"
+
+
+@dataclass(frozen=True)
 class Indicator:
     """𝟙[left relation right]."""
 
@@ -117,7 +132,7 @@ class Indicator:
     right: "Expr"
 
 
-Expr = Union[Sym, Num, Lin, Had, MatVec, Outer, Total, Call, Quotient, Square, Indicator]
+Expr = Union[Sym, Num, Lin, Had, MatVec, Outer, Total, Call, Quotient, Square, Power, Norm, Indicator]
 ONE = Num(Fraction(1))
 
 # ------------------------------------------------------------------ reading nodes
@@ -309,6 +324,8 @@ def _matmul(reader: Reader, node: Node) -> Expr:
 def _sum(reader: Reader, node: Node) -> Optional[Expr]:
     x = node.inputs[0]
     axes = node.attrs["axes"]
+    if x.op == "mul" and x.inputs[0] is x.inputs[1] and tuple(axes) == tuple(range(x.ndim)) and x.ndim >= 2:
+        return Norm(reader.read(x.inputs[0]))  # Σ of every squared element of a matrix: ‖W‖²
     if axes == (0,) or (x.ndim == 1 and axes in ((0,), (-1,))):
         index = "n"
     elif x.ndim == 2 and axes in ((1,), (-1,)) and not node.attrs["keepdims"]:
@@ -395,20 +412,30 @@ class Printer:
                 return rf"\frac{{{self(expr.numerator)}}}{{{self(expr.denominator)}}}", _ATOM
             return f"{self.wrapped(expr.numerator, _APPLY)} / {self.wrapped(expr.denominator, _ATOM)}", _PRODUCT
         if isinstance(expr, Square):
-            # z¹² would read as a power of z: a layer's symbol is parenthesized first.
+            # z⁽¹⁾² would read oddly: a layer's symbol is parenthesized first.
             layered = isinstance(expr.body, Sym) and expr.body.layer is not None
             return self.wrapped(expr.body, _ATOM + layered) + ("^2" if self.tex else "²"), _ATOM
+        if isinstance(expr, Power):
+            exponent = self.number(expr.exponent)
+            if self.tex:
+                return rf"{self.wrapped(expr.body, _ATOM + 1)}^{{{exponent}}}", _ATOM
+            return f"{self.wrapped(expr.body, _ATOM + 1)}^({exponent.replace('-', '−')})", _ATOM
+        if isinstance(expr, Norm):
+            inner = self(expr.body)
+            return (rf"\lVert {inner} \rVert^2" if self.tex else f"‖{inner}‖²"), _ATOM
         if isinstance(expr, Indicator):
             inside = f"{self(expr.left)} {self.relation(expr.relation)} {self(expr.right)}"
             return (rf"\mathbb{{1}}[{inside}]" if self.tex else f"𝟙[{inside}]"), _ATOM
         raise TypeError(f"not an expression: {expr!r}")
 
     def symbol(self, sym: Sym) -> str:
+        """A layer's symbol carries its number as a superscript in parentheses, a⁽²⁾, which
+        cannot be read as a power (σ²⁽¹⁾ is layer 1's variance)."""
         if sym.layer is None:
             return sym.tex if self.tex else sym.text
         if self.tex:
-            return f"{sym.tex}^{{{sym.layer}}}"
-        return sym.text + str(sym.layer).translate(_SUPERSCRIPTS)
+            return f"{sym.tex}^{{({sym.layer})}}"
+        return sym.text + "⁽" + str(sym.layer).translate(_SUPERSCRIPTS) + "⁾"
 
     def number(self, value: Fraction) -> str:
         if value.denominator == 1:
@@ -471,7 +498,7 @@ class Printer:
         if not self.tex:
             return self.wrapped(expr, _ATOM) + "ᵀ"
         if isinstance(expr, Sym) and expr.layer is not None:
-            return f"{expr.tex}^{{{expr.layer}\\top}}"
+            return f"{expr.tex}^{{({expr.layer})\\top}}"
         return self.wrapped(expr, _ATOM) + r"^\top"
 
     def relation(self, relation: str) -> str:
