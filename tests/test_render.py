@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import networkx as nx
@@ -186,3 +189,26 @@ def test_nodes_steps_and_histories_display_themselves_in_jupyter() -> None:
                        EpochRecord(2, 0.1, 0.7, 0.6, 0.75, 0.6, 0.7, 2.0, 100.0)])
     html = history._repr_html_()
     assert html.count("<svg") == 1 and html.count("<tr>") == 3 and "<td>0.75</td>" in html
+
+
+def test_graphc_imports_trains_and_falls_back_to_text_without_the_graphviz_package() -> None:
+    """A GPU machine may have only what training needs: drawing is the only thing that may not work."""
+    script = textwrap.dedent("""
+        import sys
+        sys.modules["graphviz"] = None  # as if it were not installed
+        import numpy as np
+        import graphc as gc
+        from graphc.ir.render import RenderError
+        x = gc.input("x", (None, 3))
+        step = gc.compile(gc.sum(gc.tanh(x @ gc.param("w", (3, 2)))), optimizer=gc.optim.SGD(0.1))
+        step(x=np.ones((4, 3), np.float32))
+        assert step._repr_svg_() is None and x._repr_svg_() is None
+        try:
+            step.draw("grad")
+        except RenderError as exc:
+            print(exc)
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ("drawing a graph needs the Python package graphviz: pip install graphviz "
+                                     "(and Graphviz's dot program to render it)")

@@ -16,15 +16,17 @@ instead of being drawn, since a box for every ``1.0`` only adds clutter.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Collection, Sequence, Union
-
-import graphviz
+from typing import TYPE_CHECKING, Collection, Sequence, Union
 
 from graphc.ir.graph import toposort
 from graphc.ir.layer import layer_of
 from graphc.ir.node import Node
 from graphc.ir.printing import Namer, Outputs, _as_named, inline_constant, type_str
+from graphc.ir.render import graphviz_package
 from graphc.ir.shapes import fmt
+
+if TYPE_CHECKING:
+    import graphviz
 
 FORWARD_FILL = "white"
 GRADIENT_FILL = "#fbd7a8"
@@ -41,7 +43,7 @@ def to_dot(outputs: Outputs, title: str = "graph", collapse: Collapse = (), cont
 
 
 def draw(outputs: Outputs, title: str = "graph", collapse: Collapse = (),
-         context: Sequence[Node] = (), links: bool = True) -> graphviz.Digraph:
+         context: Sequence[Node] = (), links: bool = True) -> "graphviz.Digraph":
     """The drawing of everything ``outputs`` and ``context`` depend on.
 
     ``context`` adds nodes drawn without being outputs: for a gradient graph, the
@@ -54,7 +56,7 @@ def draw(outputs: Outputs, title: str = "graph", collapse: Collapse = (),
     named = _as_named(outputs)
     order = [n for n in toposort(list(named.values()) + list(context)) if not inline_constant(n)]
     boxes = _Boxes(order, collapse)
-    graph = graphviz.Digraph(title, graph_attr={"rankdir": "TB", "label": title, "labelloc": "t",
+    graph = graphviz_package().Digraph(title, graph_attr={"rankdir": "TB", "label": title, "labelloc": "t",
                                                 "fontname": "sans-serif", "newrank": "true"},
                              node_attr={"shape": "box", "fontname": "monospace", "fontsize": "10",
                                         "style": "filled", "fillcolor": FORWARD_FILL},

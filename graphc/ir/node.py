@@ -107,7 +107,7 @@ class Node:
         """Jupyter's picture of a node: the graph that computes it (None without Graphviz's ``dot``)."""
         from graphc.ir.dot import draw  # imported here: the drawing modules import this one
         from graphc.ir.render import svg_or_none
-        return svg_or_none(draw([self], title=repr(self)))
+        return svg_or_none(lambda: draw([self], title=repr(self)))
 
 
 def _freeze(value: Any) -> Any:

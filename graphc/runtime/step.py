@@ -67,6 +67,7 @@ class CompiledStep:
         """
         args = self._ordered(args, feeds)
         with self._lock:
+            self._catch_up()
             values = self._function(args)(*args[:self._read])  # the rest were fed for their sizes
             if self.program.updates:
                 self.state.generation += 1
@@ -82,10 +83,18 @@ class CompiledStep:
         """
         args = self._ordered(args, feeds)
         with self._lock:
+            self._catch_up()
             fn = self._function(args)
             getattr(fn, "launch", fn)(*args[:self._read])
             if self.program.updates:
                 self.state.generation += 1
+
+    def _catch_up(self) -> None:
+        """Another compiled function's device holds newer variable values (it was launched without
+        fetching them): bring them into the store first.  This function's own steps know that."""
+        ahead = self.state.ahead
+        if ahead is not None and getattr(ahead, "owner", None) is not self.generated:
+            self.state.catch_up()
 
     def _ordered(self, args: tuple, feeds: dict[str, Any]) -> tuple:
         if not feeds:
@@ -201,4 +210,4 @@ class CompiledStep:
 
     def _repr_svg_(self) -> Optional[str]:
         """Jupyter's picture of a train step: its gradient graph (the forward graph without an optimizer)."""
-        return svg_or_none(self.draw("grad" if self.program.grads else "forward"))
+        return svg_or_none(lambda: self.draw("grad" if self.program.grads else "forward"))
