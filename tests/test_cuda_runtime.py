@@ -33,8 +33,10 @@ class _Device:
         self.capturing: list[Callable[[], None]] | None = None
         self.kinds: list[int] = []
         self.replays = 0
-        self.waits = 0
+        self.waits: list[int] = []  # the streams that waited for an event, in order
         self.held: list[np.ndarray] = []
+        self.default_stream_memsets = 0  # zeroing a non-blocking stream is not ordered after
+        self.fail_gemms_in_capture = 0   # a cuBLAS status to return from GEMMs while a stream captures
 
     def issue(self, work: Callable[[], None]) -> None:
         if self.capturing is not None:
@@ -55,6 +57,10 @@ def _stand_in(device: _Device) -> types.ModuleType:
 
     def allocate(size: int, dtype: Any = np.uint8) -> Memory:
         return Memory(size * np.dtype(dtype).itemsize)
+
+    def zeros(size: int, dtype: Any = np.uint8) -> Memory:
+        device.default_stream_memsets += 1  # CuPy zeroes on the current (legacy default) stream
+        return allocate(size, dtype)
 
     class Graph:
         def __init__(self, calls: list[Callable[[], None]]):
@@ -91,6 +97,10 @@ def _stand_in(device: _Device) -> types.ModuleType:
         device.kinds.append(kind)
         device.issue(lambda: ctypes.memmove(dst, src, nbytes))
 
+    def memset_async(ptr: int, value: int, nbytes: int, stream: int) -> None:
+        assert stream == 1234, "the arena is zeroed on the backend's stream"
+        device.issue(lambda: ctypes.memset(ptr, value, nbytes))
+
     class Kernel:
         def __init__(self, library: ctypes.CDLL, name: str):
             self.launcher = getattr(library, f"launch_{name}")
@@ -112,7 +122,7 @@ def _stand_in(device: _Device) -> types.ModuleType:
         def get_function(self, name: str) -> Kernel:
             return Kernel(self.library, name)
 
-    cp.empty = cp.zeros = allocate
+    cp.empty, cp.zeros = allocate, zeros
     cp.uint8 = np.uint8
     cp.RawModule = RawModule
     class Event:
@@ -124,12 +134,15 @@ def _stand_in(device: _Device) -> types.ModuleType:
 
     def wait_event(self: Stream, event: Event) -> None:
         assert event.recorded, "the stream waits for an event never recorded"
-        device.waits += 1
+        device.waits.append(self.ptr)
 
     Stream.wait_event = wait_event
     cp.ascontiguousarray = lambda array: array
-    cp.cuda = types.SimpleNamespace(Stream=Stream, Event=Event, get_current_stream=lambda: "another stream",
-                                    runtime=types.SimpleNamespace(getDeviceCount=lambda: 1, memcpyAsync=memcpy_async))
+    producer = Stream()
+    producer.ptr = 99  # the stream the caller's arrays were made on
+    cp.cuda = types.SimpleNamespace(Stream=Stream, Event=Event, get_current_stream=lambda: producer,
+                                    runtime=types.SimpleNamespace(getDeviceCount=lambda: 1, memcpyAsync=memcpy_async,
+                                                                  memsetAsync=memset_async))
     return cp
 
 
@@ -151,10 +164,20 @@ class _Cublas:
         assert workspace.value and size.value > 0
         return 0
 
+    def cublasSetMathMode(self, handle: Any, mode: int) -> int:
+        assert mode == 0, "cuBLAS's default math mode: no TF32"
+        return 0
+
+    def cublasDestroy_v2(self, handle: Any) -> int:
+        return 0
+
     def cublasSgemm_v2(self, handle: Any, trans_a: int, trans_b: int, m: int, n: int, k: int, alpha: Any,
                        a: ctypes.c_void_p, lda: int, b: ctypes.c_void_p, ldb: int, beta: Any,
                        c: ctypes.c_void_p, ldc: int) -> int:
         assert self.stream == 1234, "GEMMs must run on the backend's stream"
+        if self.device.capturing is not None and self.device.fail_gemms_in_capture:
+            return self.device.fail_gemms_in_capture
+        assert min(lda, ldb, ldc) >= 1 and m > 0 and n > 0, "cuBLAS would return CUBLAS_STATUS_INVALID_VALUE"
         assert alpha._obj.value == 1.0 and beta._obj.value == 0.0
 
         def matrix(address: int, rows: int, cols: int, ld: int) -> np.ndarray:
@@ -233,7 +256,9 @@ def test_inputs_on_the_device_are_copied_on_the_device_after_their_stream(stand_
     gpu, cpu = _mlp("cupy"), _mlp("numpy")
     for x, y in _batches(3, 8):
         np.testing.assert_allclose(gpu(x=_OnDevice(x), y=_OnDevice(y)), cpu(x=x, y=y), rtol=2e-4)
-    assert stand_in.waits == 6 and 3 in stand_in.kinds  # each input: wait for its stream, copy device to device
+    # each input: the backend's stream waits for the input's, copies device to device, and the input's
+    # stream waits for that copy before it may change the array
+    assert stand_in.waits == [1234, 99] * 6 and 3 in stand_in.kinds
 
 
 def test_without_graphs_every_step_launches_one_by_one(stand_in: _Device, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -242,3 +267,49 @@ def test_without_graphs_every_step_launches_one_by_one(stand_in: _Device, monkey
     for x, y in _batches(3, 8):
         gpu(x=x, y=y)
     assert stand_in.replays == 0
+
+
+def test_a_model_with_noise_launches_the_step_counters_kernel_too(stand_in: _Device) -> None:
+    """The kernel that advances the random generator's step counter lives in the prelude, not among
+    the generated kernels: fetching only those once stopped every step with a random op."""
+    def noisy(backend: str) -> Any:
+        x = gc.input("x", (None, 784))
+        y = gc.input("y", (None,), dtype="int32")
+        net = nn.Sequential(nn.GaussianNoise(0.3), nn.Dense(32, init="he"), nn.relu, nn.Dense(10, init="he"))
+        return gc.compile(gc.softmax_cross_entropy(net(x), y), optim.SGD(0.1), backend=backend)
+    gpu, emulated = noisy("cupy"), noisy("cuda-emulator")
+    losses = []
+    for x, y in _batches(3, 8):
+        losses.append(float(gpu(x=x, y=y)))
+        assert losses[-1] == float(emulated(x=x, y=y))  # the same Philox draws, step after step
+    assert len(set(losses)) == 3
+
+
+def test_the_arena_is_zeroed_on_the_backends_stream(stand_in: _Device) -> None:
+    """cp.zeros memsets on the legacy default stream, which a non-blocking stream does not wait for:
+    the uploads that follow (the vector of ones at the arena's end) could be zeroed after they land."""
+    gpu, cpu = _mlp("cupy"), _mlp("numpy")
+    for x, y in _batches(2, 8):
+        np.testing.assert_allclose(gpu(x=x, y=y), cpu(x=x, y=y), rtol=2e-4)
+    assert stand_in.default_stream_memsets == 0
+
+
+def test_a_cublas_failure_during_capture_is_named_and_the_step_runs_one_by_one(
+        stand_in: _Device, capsys: pytest.CaptureFixture[str]) -> None:
+    stand_in.fail_gemms_in_capture = 14
+    gpu, cpu = _mlp("cupy"), _mlp("numpy")
+    for x, y in _batches(4, 8):
+        np.testing.assert_allclose(gpu(x=x, y=y), cpu(x=x, y=y), rtol=2e-4)
+    warning = capsys.readouterr().err
+    assert warning.count("graphc: warning: the step could not be captured as one CUDA graph") == 1
+    assert "cuBLAS status 14 (CUBLAS_STATUS_INTERNAL_ERROR)" in warning
+    assert stand_in.replays == 0  # launched one by one from then on
+
+
+def test_a_batch_of_no_rows_gives_what_numpy_gives(stand_in: _Device) -> None:
+    """cuBLAS refuses a leading dimension of 0: a GEMM with no output is skipped, and every
+    leading dimension is at least 1."""
+    gpu, cpu = _mlp("cupy"), _mlp("numpy")
+    empty_x, empty_y = np.zeros((0, 784), np.float32), np.zeros(0, np.int32)
+    with np.errstate(all="ignore"):
+        np.testing.assert_array_equal(gpu(x=empty_x, y=empty_y), cpu(x=empty_x, y=empty_y))  # NaN, the mean of none

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 import zlib
-from typing import Iterable, Optional, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 
@@ -35,6 +35,14 @@ class Store:
         self.generation = 0
         self.rng = np.random.default_rng([seed, 1])
         self.lock = threading.Lock()  # held by compiled functions while they read or write the values
+        # A device step launched without fetching its results holds newer values than these arrays
+        # (graphc.backends.cuda.binding.DeviceStep.launch); catch_up() brings them here.
+        self.ahead: Optional[Any] = None
+
+    def catch_up(self) -> None:
+        """Make the arrays hold the newest values, if a device step holds newer ones."""
+        if self.ahead is not None:
+            self.ahead.fetch_variables()
 
     def init_rng(self, name: str) -> np.random.Generator:
         """A generator that depends only on the store's seed and the variable's name,

@@ -42,8 +42,8 @@ class CudaExecutable:
                 self._device = EmulatedDevice(self.kernels)
             else:
                 from graphc.backends.cuda.runtime import CupyDevice
-                self._device = CupyDevice(self.kernels, self.device_program.kernel_names)
-        return DeviceStep(self.device_program, self._device, variables, arenas, symbols, store)
+                self._device = CupyDevice(self.kernels)
+        return DeviceStep(self.device_program, self._device, variables, arenas, symbols, store, owner=self)
 
 
 class CudaBackend(Backend):

@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 import numpy as np
 
 from graphc.backends.cuda.kernels import BLOCK, MAX_BLOCKS
-from graphc.backends.cuda.program import ITEM_BYTES, Copy, DeviceProgram, Gemm, Launch, Symbol, View
+from graphc.backends.cuda.program import ITEM_BYTES, Copy, DeviceProgram, Gemm, GemmSizes, Launch, Symbol, View
 from graphc.ir.shapes import resolve
 from graphc.primitives.misc import check_labels
 
@@ -22,12 +22,13 @@ ALIGN = 256  # bytes: every region starts on a boundary cuBLAS and vector loads 
 
 
 class Device(Protocol):
+    lock: Any  # held while a step issues work: every step of a program shares the device's stream
     def allocate(self, nbytes: int) -> tuple[int, Any]: ...           # the arena's address, and its owner
     def upload(self, address: int, host: np.ndarray) -> None: ...
     def copy_in(self, address: int, array: Any) -> None: ...               # from an array on the device
     def download(self, host: np.ndarray, address: int) -> None: ...
     def launch(self, kernel: str, blocks: int, threads: int, args: Sequence[tuple[str, int]]) -> Callable[[], None]: ...
-    def gemm(self, step: Gemm, a: int, b: int, c: int, sizes: Mapping[str, int]) -> Callable[[], None]: ...
+    def gemm(self, step: Gemm, a: int, b: int, c: int, sizes: GemmSizes) -> Callable[[], None]: ...
     def copy(self, dst: int, src: int, nbytes: int) -> Callable[[], None]: ...
     def capture(self, calls: list[Callable[[], None]]) -> Callable[[], None]: ...
     def synchronize(self) -> None: ...
@@ -43,6 +44,10 @@ def layout(device: DeviceProgram, symbols: Mapping[str, int]) -> tuple[dict[str,
     return offsets, max(total, ALIGN)
 
 
+def _nothing() -> None:
+    """The step of a GEMM with no output element."""
+
+
 def blocks_for(count: int) -> int:
     return max(1, min(-(-count // BLOCK), MAX_BLOCKS))
 
@@ -51,8 +56,9 @@ class DeviceStep:
     """The step for one batch size: a device arena with the program laid out in it."""
 
     def __init__(self, program: DeviceProgram, device: Device, variables: Sequence[np.ndarray],
-                 arenas: Sequence[np.ndarray], symbols: dict[str, int], store: Any):
+                 arenas: Sequence[np.ndarray], symbols: dict[str, int], store: Any, owner: Any = None):
         self.program, self.device, self.symbols, self.store = program, device, symbols, store
+        self.owner = owner  # the executable this step was bound from (its other bindings sync among themselves)
         self.offsets, total = layout(program, symbols)
         self.base, self.arena = device.allocate(total)
         self.host_variables = {var.name: value for (var, _), value in zip(program.variables, variables)}
@@ -88,15 +94,21 @@ class DeviceStep:
                     args.append(("int64", arg.resolve(self.symbols)))
             return self.device.launch(step.kernel, blocks_for(step.threads.resolve(self.symbols)), BLOCK, args)
         if isinstance(step, Gemm):
-            return self.device.gemm(step, self.address(step.a), self.address(step.b), self.address(step.c),
-                                    self.symbols)
+            sizes = GemmSizes.of(step, self.symbols)
+            if sizes.empty:
+                return _nothing
+            return self.device.gemm(step, self.address(step.a), self.address(step.b), self.address(step.c), sizes)
         assert isinstance(step, Copy)
         nbytes = step.count.resolve(self.symbols) * ITEM_BYTES[step.dst.dtype]
         return self.device.copy(self.address(step.dst), self.address(step.src), nbytes)
 
     # ---- the step -------------------------------------------------------------
     def _sync_variables_in(self) -> None:
-        """Copy the store's values in, unless the device already holds the newest ones."""
+        """Copy the store's values in, unless the device already holds the newest ones.  After a
+        ``launch`` of another batch size the newest values are that binding's: they come here first."""
+        ahead = getattr(self.store, "ahead", None)
+        if ahead is not None and ahead is not self:
+            ahead.fetch_variables()
         if self.synced == getattr(self.store, "generation", None):
             return
         for name, host in self.host_arenas.items():
@@ -106,7 +118,14 @@ class DeviceStep:
                 self.device.upload(self.address(view), np.ascontiguousarray(self.host_variables[var.name], var.dtype))
 
     def launch(self, *inputs: np.ndarray) -> None:
-        """Copy the inputs in and run the step, without waiting for it."""
+        """Copy the inputs in and run the step, without waiting for it; until the next call fetches
+        them, the newest variable values are on the device (``store.ahead``)."""
+        with self.device.lock:
+            self._launch(inputs)
+            if self.program.written and self.store is not None:
+                self.store.ahead = self
+
+    def _launch(self, inputs: Sequence[np.ndarray]) -> None:
         fed = {node.name: value for (node, _), value in zip(self.program.inputs, inputs)}
         for name, depth, site in self.program.labels:
             if isinstance(fed[name], np.ndarray):
@@ -127,14 +146,22 @@ class DeviceStep:
         self.synced = generation + 1 if self.program.written else generation
 
     def __call__(self, *inputs: np.ndarray) -> tuple:
-        self.launch(*inputs)
-        for _, host, address in self.results:
-            self.device.download(host, address)
-        for region in self.program.written:
-            if region in self.host_arenas:
-                self.device.download(self.host_arenas[region], self.region(region))
-        for var, view in self.program.variables:
-            if view.region in self.program.written and view.region not in self.host_arenas:
-                self.device.download(self.host_variables[var.name], self.address(view))
-        self.device.synchronize()
-        return tuple(host.copy() for _, host, _ in self.results)
+        with self.device.lock:
+            self._launch(inputs)
+            for _, host, address in self.results:
+                self.device.download(host, address)
+            self.fetch_variables()
+            return tuple(host.copy() for _, host, _ in self.results)
+
+    def fetch_variables(self) -> None:
+        """Copy the variables the step writes back into the store's arrays, and wait for the device."""
+        with self.device.lock:
+            for region in self.program.written:
+                if region in self.host_arenas:
+                    self.device.download(self.host_arenas[region], self.region(region))
+            for var, view in self.program.variables:
+                if view.region in self.program.written and view.region not in self.host_arenas:
+                    self.device.download(self.host_variables[var.name], self.address(view))
+            self.device.synchronize()
+            if getattr(self.store, "ahead", None) is self:
+                self.store.ahead = None

@@ -143,6 +143,28 @@ class Gemm:
 
 
 @dataclass(frozen=True)
+class GemmSizes:
+    """A GEMM's sizes for one batch size, as cuBLAS takes them: each leading dimension at least 1
+    (cuBLAS refuses 0 even where a matrix has no rows, as in a batch of none)."""
+    m: int
+    n: int
+    k: int
+    lda: int
+    ldb: int
+    ldc: int
+
+    @classmethod
+    def of(cls, step: Gemm, symbols: Mapping[str, int]) -> "GemmSizes":
+        m, n, k, lda, ldb, ldc = (s.resolve(symbols) for s in (step.m, step.n, step.k, step.lda, step.ldb, step.ldc))
+        return cls(m, n, k, max(lda, 1), max(ldb, 1), max(ldc, 1))
+
+    @property
+    def empty(self) -> bool:
+        """No output element: nothing to compute (an empty inner size still zeroes the output)."""
+        return self.m == 0 or self.n == 0
+
+
+@dataclass(frozen=True)
 class Copy:
     """A device-to-device copy of ``count`` contiguous elements."""
     dst: View
