@@ -10,6 +10,10 @@ C++ compiler runs few.
 """
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -263,3 +267,61 @@ def test_big_endian_values_load_into_the_store(backend: str) -> None:
     native = float(step(x=x, y=y))
     step.state.load({name: value.astype(value.dtype.newbyteorder(">")) for name, value in start.items()})
     assert float(step(x=x, y=y)) == native
+
+
+def test_launch_at_one_batch_size_then_a_call_at_another_keeps_every_update() -> None:
+    """A launch leaves the newest variables on the device; binding another batch size once uploaded
+    the stale host copy over them (a loss of 2.985 where the NumPy backend gives 3.578)."""
+    (launched, _), (called, _) = _mlp_step("cuda-emulator"), _mlp_step("numpy")
+    batches = _teacher_batches(3, 8)
+    for x, y in batches[:2]:
+        launched.launch(x=x, y=y)
+        called(x=x, y=y)
+    x, y = batches[2]
+    np.testing.assert_allclose(float(launched(x=x[:5], y=y[:5])), float(called(x=x[:5], y=y[:5])), rtol=RTOL_F32)
+    for name, value in called.state.values.items():
+        np.testing.assert_allclose(launched.state.values[name], value, rtol=RTOL_F32, atol=1e-5, err_msg=name)
+
+
+def test_a_numpy_step_sharing_the_store_sees_what_a_device_step_launched() -> None:
+    step, _ = _mlp_step("cuda-emulator")
+    x, y = _teacher_batches(1, 8)[0]
+    step(x=x, y=y)
+    before = {name: value.copy() for name, value in step.state.values.items()}
+    step.launch(x=x, y=y)
+    x_in = gc.input("x", (None, 784))
+    probe = gc.compile(gc.sum(x_in) * 0.0 + gc.sum(next(p for p in _params(step) if p.name == "dense0.W")),
+                       state=step.state)
+    assert float(probe(x=x)) != float(np.sum(before["dense0.W"]))  # the launched update, fetched first
+    assert step.state.ahead is None
+
+
+def _params(step: gc.CompiledStep) -> list[gc.Node]:
+    return [v for v in step.program.variables() if v.op == "param"]
+
+
+def test_the_emulator_rounds_as_the_gpu_does_not_as_numpy() -> None:
+    """Multiply-adds contracted into one FMA (NVRTC's default) and float32 subnormals flushed (CuPy's
+    -ftz=true): the emulator must show these differences from NumPy, so the tests' tolerances allow them."""
+    a, b, c = (gc.input(name, (2,), "float32") for name in "abc")
+    step = gc.compile([a * b + c, a * 0.25], backend="cuda-emulator")
+    e = np.float32(1 + 2 ** -13)
+    tiny = np.finfo(np.float32).tiny
+    fused, scaled = step(a=np.array([e, tiny], np.float32), b=np.array([e, 1], np.float32),
+                         c=np.array([-(1 + 2 ** -12), 0], np.float32))
+    assert fused[0] == np.float32(2 ** -26)  # (1 + 2⁻¹³)² − (1 + 2⁻¹²), rounded once: NumPy gives 0
+    assert scaled[1] == 0.0                  # a subnormal result flushed: NumPy gives 2.9e-39
+
+
+def test_the_gpu_checks_stages_run_on_the_emulator(tmp_path: Path) -> None:
+    """benchmarks/gpu_check.py is run on a GPU only now and then, for minutes: its stages must work
+    before that, so they run here on the emulator (the ones that need no GPU) and write their JSON."""
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_check.py"
+    for stage in ("environment", "mlp", "noise"):
+        result = subprocess.run([sys.executable, str(script), stage, "--out", str(tmp_path), "--backend",
+                                 "cuda-emulator", "--batches", "7", "32"], capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stdout + result.stderr
+        record = json.loads((tmp_path / f"{stage}.json").read_text())
+        assert record["ok"] and record["stage"] == stage
+    assert json.loads((tmp_path / "noise.json").read_text())["replay_equals_eager"]
+    assert "batch 32, graphs off" in json.loads((tmp_path / "mlp.json").read_text())["max_relative_difference"]

@@ -77,13 +77,17 @@ def test_random_graphs_run_on_the_gpu() -> None:
     from hypothesis import given, settings
     from graphc.testing.strategies import RandomGraph, graphs
 
+    from graphc.ir.graph import toposort
+    from test_random_graphs import TOLERANCE, assert_same_values
+
     @settings(max_examples=15, deadline=None)
     @given(graphs())
     def check(graph: RandomGraph) -> None:
+        """FMA contraction and the GPU's own exp, log and tanh change last bits: relative to each
+        output's scale, float64 agrees to 1e-10; a graph that rounds through float32, to float32's."""
         outputs = [graph.output, *graph.nodes]
         gpu = gc.compile(outputs, backend="cupy")(**graph.values)
         cpu = gc.compile(outputs)(**graph.values)
-        for a, b in zip(gpu, cpu):
-            np.testing.assert_allclose(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64),
-                                       rtol=1e-9, atol=1e-12, equal_nan=True)
+        inner = "float32" if any(n.dtype == "float32" for n in toposort(outputs)) else "float64"
+        assert_same_values(gpu, cpu, TOLERANCE[inner])
     check()

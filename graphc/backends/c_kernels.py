@@ -336,7 +336,7 @@ def build(source: str, names: Sequence[str]) -> Optional[dict[str, Callable]]:
     # so an equal model rebuilt with other node numbers finds its library.
     code = _without_comments(full)
     tag = hashlib.sha256("\0".join([code, cc, *flags(), *vector_math.options(), platform.machine(),
-                                    _cpu_tag()]).encode()).hexdigest()[:24]
+                                    native.cpu_tag()]).encode()).hexdigest()[:24]
     folder = _cache_dir()
     try:
         functions = _load_cached(folder, tag, names)
@@ -429,14 +429,6 @@ def _compile_into(cc: str, source: str, folder: Path, tag: str) -> None:
     except OSError as exc:
         raise KernelCacheError(f"cannot write to the kernel cache: {exc.strerror or exc}; make the folder "
                                f"writable or point GRAPHC_CACHE_DIR at one") from None
-
-
-def _cpu_tag() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((line for line in f if line.startswith("flags")), "")
-    except OSError:
-        return ""
 
 
 def pointers(arrays: Sequence[np.ndarray]) -> ctypes.Array:

@@ -47,3 +47,12 @@ def shared_library(compiler: str, flags: Sequence[str], source: str, key: Sequen
             shutil.copyfile(built, staged)
             os.replace(staged, library)
     return library
+
+
+def cpu_tag() -> str:
+    """The CPU's feature flags, for the cache key of code built with -march=native."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line for line in f if line.startswith("flags")), "")
+    except OSError:
+        return ""

@@ -58,9 +58,10 @@ __device__ inline void graphc_philox(uint32_t c[4], uint32_t k0, uint32_t k1) {
     }
 }
 
-// The shared C expressions read log's and pow's operands through daz; CUDA kernels keep
-// subnormal numbers (no flush-to-zero), as NumPy does, so here it changes nothing.
-__device__ inline float dazf(float x) { return x; }
+// The shared C expressions read log's and pow's operands through daz.  CuPy compiles with
+// -ftz=true, so float32 arithmetic flushes subnormals; log and pow flush their float32 operands
+// here as well, as the CPU's fused loops do.  The GPU has no flush-to-zero for float64.
+__device__ inline float dazf(float x) { return fabsf(x) < 1.17549435e-38f ? copysignf(0.0f, x) : x; }
 __device__ inline double daz(double x) { return x; }
 
 // The logistic function from e = exp(-|x|) <= 1: no overflow, full relative precision in both tails.
