@@ -7,7 +7,12 @@ Versions, each on the same GPU in this one process, data already on the device:
 * PyTorch eager (``torch.optim.Adam``, default foreach implementation);
 * PyTorch with the whole step (forward, backward, Adam) captured as a CUDA graph
   (``capturable=True``) and replayed, the static input copied in each step;
+* ``torch.compile(mode="reduce-overhead")`` of the whole step, the optimizer's
+  step compiled in (where Dynamo breaks the graph it compiles the pieces);
 * JAX ``jit`` of the whole step, Adam written out in the step.
+
+graphc must import: a table without it is no comparison, so its failure ends the
+run; PyTorch and JAX are optional.
 
 Timing: after warm-up, ``--repeats`` rounds of ``--steps`` steps, synchronized
 at both ends of each round; the table gives the median µs per step, and TFLOP/s
@@ -23,9 +28,12 @@ import os
 import statistics
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
+
+import graphc as gc
+from graphc import nn, optim
 
 SIZES = (784, 256, 128, 10)
 LR, B1, B2, EPS = 1e-3, 0.9, 0.999, 1e-8
@@ -64,9 +72,6 @@ def data(batch: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 def graphc_versions(batch: int, steps: int, repeats: int) -> dict[str, float]:
     import cupy
-
-    import graphc as gc
-    from graphc import nn, optim
     x = gc.input("x", (None, 784))
     y = gc.input("y", (None,), dtype="int32")
     net = nn.Sequential(nn.Dense(256, init="he"), nn.relu, nn.Dense(128, init="he"), nn.relu, nn.Dense(10, init="he"))
@@ -129,7 +134,27 @@ def torch_versions(batch: int, steps: int, repeats: int) -> dict[str, float]:
         graph.replay()
 
     results["PyTorch, whole step one CUDA graph"] = timed(replay, torch.cuda.synchronize, steps, repeats)
+    try:
+        results["torch.compile (reduce-overhead)"] = _torch_compiled(model, loss_fn, xb, yb, steps, repeats)
+    except Exception as exc:  # a compiler failure on this machine is a finding, not the end of the table
+        print(f"torch.compile: failed ({type(exc).__name__}: {str(exc)[:200]})", flush=True)
     return results
+
+
+def _torch_compiled(model: Callable, loss_fn: Callable, xb: Any, yb: Any, steps: int, repeats: int) -> float:
+    import torch
+    net = model()
+    opt = torch.optim.Adam(net.parameters(), lr=LR, betas=(B1, B2), eps=EPS, capturable=True)
+
+    def train_step(x: Any, y: Any) -> Any:
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(net(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    compiled = torch.compile(train_step, mode="reduce-overhead")
+    return timed(lambda: compiled(xb, yb), torch.cuda.synchronize, steps, repeats, warmup=30)
 
 
 def gemm_peak() -> tuple[float, str]:
@@ -204,13 +229,17 @@ def main(argv: Optional[list[str]] = None) -> int:
     except ImportError:
         print("gpu_mlp: needs CuPy and a CUDA GPU (pip install 'graphc[cuda]')")
         return 2
+    versions: list[tuple[str, Callable[[int, int, int], dict[str, float]]]] = [("graphc", graphc_versions)]
+    versions += [("PyTorch", torch_versions), ("JAX", jax_version)]
     print(f"{card}: float32 GEMM peak {peak:.1f} TFLOP/s (8192³, TF32 off)", flush=True)
     table: dict[str, dict[int, float]] = {}
     for batch in args.batches:
-        for name, runner in (("graphc", graphc_versions), ("PyTorch", torch_versions), ("JAX", jax_version)):
+        for name, runner in versions:
             try:
                 found = runner(batch, args.steps, args.repeats)
             except ImportError as exc:
+                if name == "graphc":  # CuPy itself was found above: this is graphc's failure, and final
+                    raise
                 print(f"{name}: skipped ({exc})", flush=True)
                 continue
             for version, micros in found.items():
