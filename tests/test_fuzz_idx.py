@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from graphc.data import read_idx
@@ -43,6 +43,7 @@ def idx_like(draw: st.DrawFn) -> bytes:
 
 @FUZZ
 @given(content=idx_like() | st.binary(max_size=64))
+@example(content=b"\x00\x00\x0c\x04" + bytes(4) + b"\x00\x14'h\x00\x14(\xa2\x00\x14)\xdf")  # 0 x 1.3e6 x 1.3e6 x 1.3e6
 def test_any_bytes_give_an_array_matching_the_header_or_a_data_error(content: bytes) -> None:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "data.idx"

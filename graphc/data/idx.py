@@ -134,7 +134,13 @@ def _parse_header(path: Path, stream: BinaryIO) -> tuple[np.dtype, tuple[int, ..
             f"of sizes) but only {len(sizes)} bytes follow; {_REFETCH}",
         )
     dims = struct.unpack(f">{ndim}I", sizes)
-    return _DTYPES[type_code], dims
+    dtype = _DTYPES[type_code]
+    # NumPy refuses a shape whose nonzero sizes multiply past its largest array, even when a zero
+    # among them makes the array empty.
+    if math.prod(d for d in dims if d) * dtype.itemsize > np.iinfo(np.intp).max:
+        raise _fail(path, f"IDX header declares sizes {' x '.join(map(str, dims))}, whose product is larger than "
+                          f"any array; {_REFETCH}")
+    return dtype, dims
 
 
 def _check_payload_length(path: Path, dtype: np.dtype, dims: tuple[int, ...], actual: int) -> None:
