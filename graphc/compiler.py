@@ -106,11 +106,12 @@ def _lower(program: Program, store: Store, structure: Structure, passes: bool, b
 
 def _report(program: Program, optimized: Program, plan: Plan, report: Optional[PassReport],
             step: CompiledStep, seconds: float) -> None:
-    debug.emit(1, f"graphc: compiled {program.name}: {len(program.nodes())} → {len(optimized.nodes())} nodes, "
-                  f"{len(plan.buffers)} buffers, {seconds * 1e3:.1f} ms, "
-                  f"cache {'hit' if step.cache_hit else 'miss'}")
+    """What ``GRAPHC_DEBUG`` asks to see of this compile; each text is built only when shown."""
+    debug.emit(1, lambda: f"graphc: compiled {program.name}: {len(program.nodes())} → {len(optimized.nodes())} "
+                          f"nodes, {len(plan.buffers)} buffers, {seconds * 1e3:.1f} ms, "
+                          f"cache {'hit' if step.cache_hit else 'miss'}")
     if report is not None:
-        debug.emit(2, report.summary())
-    debug.emit(2, "cost " + estimate(plan).format())
-    debug.emit(3, optimized.format())
-    debug.emit(4, step.source)
+        debug.emit(2, report.summary)
+    debug.emit(2, lambda: "cost " + estimate(plan).format())
+    debug.emit(3, optimized.format)
+    debug.emit(4, lambda: step.source)

@@ -484,8 +484,6 @@ def joins(operand: Node, node: Node) -> bool:
 
 
 def _fixed_address(node: Node) -> bool:
-    if node.op in ("input", "transpose", "broadcast_to", "numel"):
-        return False
-    if node.op in ("reshape", "slice", "stop_gradient"):
-        return _fixed_address(node.inputs[0])
-    return True
+    while node.op in ("reshape", "slice", "stop_gradient"):  # as fixed as the value they view
+        node = node.inputs[0]
+    return node.op not in ("input", "transpose", "broadcast_to", "numel")

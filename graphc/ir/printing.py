@@ -9,7 +9,7 @@ whose rule built them — the link from the gradient graph back to the model.
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence, Union
+from typing import Iterable, Mapping, Sequence, Union
 
 from graphc.ir import dtypes
 from graphc.ir.graph import toposort
@@ -85,6 +85,16 @@ def describe(node: Node, name: Namer, sites: bool = True) -> tuple[str, str, str
     return f"{lhs} = {rhs}", note, where
 
 
+_ALIGNED_WIDTH = 100  # the widest text a column is padded to: longer ones run on into the next column
+
+
+def _column_width(texts: Iterable[str]) -> int:
+    """The width a column is padded to: its widest text, leaving out texts wider than
+    ``_ALIGNED_WIDTH`` (the concatenation of a deep model's gradients lists thousands of
+    operands), which would pad every line of the listing to their width."""
+    return max((len(t) for t in texts if len(t) <= _ALIGNED_WIDTH), default=0)
+
+
 def format_graph(outputs: Outputs, title: str = "graph", sites: bool = True) -> str:
     named = _as_named(outputs)
     order = toposort(list(named.values()))
@@ -97,8 +107,8 @@ def format_graph(outputs: Outputs, title: str = "graph", sites: bool = True) -> 
             lines.append(f"  {kind}s " + ", ".join(held))
     body = [describe(node, name, sites) for node in order
             if not (node.op in _LEAVES or inline_constant(node))]
-    width = max((len(a) for a, _, _ in body), default=0)
-    note_width = max((len(b) for _, b, _ in body), default=0)
+    width = _column_width(a for a, _, _ in body)
+    note_width = _column_width(b for _, b, _ in body)
     for stmt, note, where in body:
         lines.append(f"  {stmt:<{width}}   {note:<{note_width}}   {where}".rstrip())
     lines.append("  return " + ", ".join(f"{k}={name(v)}" for k, v in named.items()))

@@ -11,6 +11,14 @@ outside the group needs that group's values before this node runs
 outside the group, or kept by the program, are the group's outputs; the rest
 never touch memory.  Fusion only regroups the schedule: the graph is unchanged,
 and a backend that cannot run a group simply runs its members one by one.
+
+A group has at most ``MAX_MEMBERS`` members: a node that would make its group
+larger starts a new one.  The C compiler's time grows faster than the length
+of one loop (a chain of 300 tanh and its gradient, fused whole, is a 230 KB
+loop that gcc takes 20 seconds or more to compile), and checking whether a
+node may join a group reads every member, so without a bound fusing a long
+chain costs the square of its length.  Groups cut to the bound often compile
+to the same loop, which the C backend builds once.
 """
 from __future__ import annotations
 
@@ -20,6 +28,8 @@ from typing import Callable
 from graphc.ir.node import Node
 from graphc.ir.shapes import Shape
 from graphc.program import Program
+
+MAX_MEMBERS = 64  # the largest group (an Adam update is 19 members, a softmax cross-entropy 12)
 
 
 @dataclass(eq=False)
@@ -35,8 +45,9 @@ def same_shape(operand: Node, node: Node) -> bool:
 
 
 def fuse(program: Program, schedule: list[Node], eligible: Callable[[Node], bool],
-         joins: Callable[[Node, Node], bool] = same_shape) -> tuple[list[Node], list[Group]]:
-    """Regroup ``schedule``; returns the new schedule and the groups of two or more nodes.
+         joins: Callable[[Node, Node], bool] = same_shape,
+         max_members: int = MAX_MEMBERS) -> tuple[list[Node], list[Group]]:
+    """Regroup ``schedule``; returns the new schedule and the groups of two to ``max_members`` nodes.
 
     ``eligible`` says which nodes may be members; ``joins(operand, node)`` whether ``node`` may join
     the group of its operand ``operand``.  A group's ``shape`` is that of its first member."""
@@ -51,16 +62,18 @@ def fuse(program: Program, schedule: list[Node], eligible: Callable[[Node], bool
     for n in schedule:
         if not eligible(n):
             continue
-        joinable = []
+        joinable: list[Group] = []
+        size = 1  # of the group n would make, joining those in joinable
         for operand in n.inputs:
             g = group_of.get(operand)
-            if g is None or g in joinable or not joins(operand, n):
+            if g is None or g in joinable or size + len(g.members) > max_members or not joins(operand, n):
                 continue
             # Every member n reads must be one it may join: a value the loop is still
             # accumulating (a C loop's column sum) is not, whichever operand n joins through.
             if (all(pos[c] >= pos[n] or group_of.get(c) is g for m in g.members for c in consumers[m])
                     and all(joins(i, n) for i in n.inputs if group_of.get(i) is g)):
                 joinable.append(g)
+                size += len(g.members)
         group = joinable[0] if joinable else Group(n.shape)
         for other in joinable[1:]:
             group.members.extend(other.members)

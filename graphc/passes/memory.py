@@ -21,6 +21,7 @@ After planning, the steady-state step allocates nothing:
 """
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 from typing import Optional, Sequence, Union
 
@@ -181,15 +182,43 @@ class _Planner:
         self.internal = {m for g in groups for m in set(g.members) - set(g.outputs)}
         self.end = len(self.plan.schedule)
         self.root: dict[Node, object] = {}
+        self.occupants: dict[object, list[Node]] = {}  # each root → the values given its memory
         self.outputs = set(program.outputs.values())
         self.arena_roots = [("arena", k) for k in range(len(program.arenas))]  # compared by identity
+        # Who reads each value (not a view), through views: asking who reads a memory costs its
+        # readers, not a walk over the schedule (a deep model asks it of every variable).
+        self.readers: dict[Node, list[Node]] = {}
+        for node in self.plan.schedule:
+            if not self.plan.is_view(node):
+                for value in dict.fromkeys(self.viewed(i) for i in node.inputs):
+                    self.readers.setdefault(value, []).append(node)
+        self.copied_from: dict[Node, list[tuple[Node, Node]]] = {}  # a value → the updates (var, new) of its views
+        for var, new in program.updates.items():
+            self.copied_from.setdefault(self.viewed(new), []).append((var, new))
 
     # ---- storage roots: what memory each value really occupies -------------
+    def viewed(self, node: Node) -> Node:
+        """The value (not a view) whose memory ``node`` shows, following views to what they view."""
+        while self.plan.is_view(node):
+            node = node.inputs[0]
+        return node
+
     def root_of(self, node: Node) -> object:
         """The memory a value occupies, following views to what they view."""
-        while node not in self.root and self.plan.is_view(node):
-            node = node.inputs[0]
-        return self.root.get(node, node)
+        value = self.viewed(node)
+        return self.root.get(value, value)
+
+    def occupy(self, value: Node, root: object) -> None:
+        """Give ``value`` (not a view) the memory ``root``."""
+        self.root[value] = root
+        self.occupants.setdefault(root, []).append(value)
+
+    def occupying(self, root: object) -> list[Node]:
+        """The values (not views) whose memory is ``root``: a value is its own until given another."""
+        values = [v for v in self.occupants.get(root, ()) if self.root[v] is root]
+        if isinstance(root, Node) and root not in self.root:
+            values.append(root)
+        return values
 
     def value_last_reads(self) -> dict[Node, int]:
         """For each value, the position of its last reader, reading through views.
@@ -217,18 +246,18 @@ class _Planner:
     def _arenas(self) -> None:
         for k, group in enumerate(self.program.arenas):
             for var in group:
-                self.root[var] = self.arena_roots[k]
+                self.occupy(var, self.arena_roots[k])
         for node in self.plan.schedule:
             k = _arena_index(node, self.program)
             if k is not None:
                 self.plan.arena_views[node] = k
-                self.root[node] = self.arena_roots[k]
+                self.occupy(node, self.arena_roots[k])
         for k, group in enumerate(self.program.arenas):
             new_theta = _arena_update_source(self.program, k)
             if new_theta is None or not self._can_overwrite(self.arena_roots[k], new_theta):
                 continue
             self.plan.place[new_theta] = Piece(k, 0, new_theta.shape[0], new_theta.shape)
-            self.root[new_theta] = self.arena_roots[k]
+            self.occupy(new_theta, self.arena_roots[k])
             self.plan.in_place_updates.update(group)
 
     def _can_overwrite(self, root: object, writer: Node) -> bool:
@@ -239,12 +268,8 @@ class _Planner:
             return False
         writers = set(self.group_of[writer].members) if writer in self.group_of else {writer}
         holders = self._holders(root)
-        for node in self.plan.schedule:
-            if self.plan.is_view(node):
-                continue
+        for node in dict.fromkeys(r for value in self.occupying(root) for r in self.readers.get(value, ())):
             read = [i for i in node.inputs if self.root_of(i) is root]
-            if not read:
-                continue
             if node in writers:
                 if not all(peel_order_views(i, self.plan) in holders and reads_where_it_writes(node, i, writer)
                            for i in read):
@@ -269,8 +294,8 @@ class _Planner:
         """Is ``root`` read after the schedule: returned, or copied into another variable?"""
         if any(self.root_of(out) is root for out in self.outputs):
             return True
-        return any(new is not writer and var not in self.plan.in_place_updates and self.root_of(new) is root
-                   for var, new in self.program.updates.items())
+        return any(new is not writer and var not in self.plan.in_place_updates
+                   for value in self.occupying(root) for var, new in self.copied_from.get(value, ()))
 
     def _packed_gradients(self) -> None:
         for node in self.plan.schedule:
@@ -278,14 +303,14 @@ class _Planner:
                 continue
             buffer = self._new_buffer(node.shape, node.dtype)
             self.plan.place[node] = buffer
-            self.root[node] = buffer
+            self.occupy(node, buffer)
             offset, all_placed = 0, True
             for operand in node.inputs:
                 value = peel_reshape(operand, self.plan.copies)
                 size = operand.shape[0]
                 if self._placeable(value):
                     self.plan.place[value] = Piece(buffer, offset, offset + size, value.shape)
-                    self.root[value] = buffer
+                    self.occupy(value, buffer)
                 else:
                     all_placed = False
                 offset += size
@@ -303,7 +328,7 @@ class _Planner:
                 continue
             if new.shape == var.shape and new.dtype == var.dtype and self._can_overwrite(self.root_of(var), new):
                 self.plan.place[new] = var
-                self.root[new] = self.root_of(var)
+                self.occupy(new, self.root_of(var))
                 self.plan.in_place_updates.add(var)
 
     def _new_buffer(self, shape: Shape, dtype: str) -> Buffer:
@@ -313,12 +338,11 @@ class _Planner:
 
     def _pool(self) -> None:
         value_last = self.value_last_reads()
-        until: dict[Buffer, int] = {}
+        until = _InUse()
         free: dict[tuple, list[Buffer]] = {}
         for node in self.plan.schedule:
             here = self.pos[node]
-            for buffer in [b for b, t in until.items() if t < here]:
-                del until[buffer]
+            for buffer in until.released_before(here):
                 free.setdefault((buffer.shape, buffer.dtype), []).append(buffer)
             if (self.plan.is_view(node) or node.op in NO_BUFFER_OPS | LEAF_OPS or node in self.plan.place
                     or node in self.internal):
@@ -328,10 +352,10 @@ class _Planner:
                 pool = free.get((node.shape, node.dtype)) if self.reuse else None
                 buffer = pool.pop() if pool else self._new_buffer(node.shape, node.dtype)
             self.plan.place[node] = buffer
-            self.root[node] = buffer
-            until[buffer] = max(until.get(buffer, -1), value_last.get(node, here))
+            self.occupy(node, buffer)
+            until.keep(buffer, value_last.get(node, here))
 
-    def _dying_operand(self, node: Node, until: dict[Buffer, int], here: int) -> Optional[Buffer]:
+    def _dying_operand(self, node: Node, until: "_InUse", here: int) -> Optional[Buffer]:
         """An operand's buffer whose last use is this elementwise op: overwrite it in place."""
         group = self.group_of.get(node)
         if (node.kind not in ELEMENTWISE and group is None) or node.kind == REDUCE:
@@ -349,6 +373,42 @@ class _Planner:
                             if any(i is operand for i in m.inputs))):
                 return r
         return None
+
+
+class _InUse:
+    """The buffers in use, each until the position of the last read of what it holds.
+
+    Buffers come back, once their time is over, in the order they came into use: a heap
+    ordered by time finds them without looking at every buffer in use at every position
+    (a deep model keeps thousands alive, its forward values, until the backward pass)."""
+
+    def __init__(self) -> None:
+        self.until: dict[Buffer, int] = {}
+        self.since: dict[Buffer, int] = {}  # when each came into use, counted in buffers
+        self.heap: list[tuple[int, int, Buffer]] = []  # (until, since, buffer), stale entries included
+        self.count = 0
+
+    def get(self, buffer: Buffer) -> Optional[int]:
+        return self.until.get(buffer)
+
+    def keep(self, buffer: Buffer, until: int) -> None:
+        """Keep ``buffer`` in use until ``until`` at least."""
+        if buffer not in self.until:
+            self.since[buffer], self.count = self.count, self.count + 1
+        elif self.until[buffer] >= until:
+            return
+        self.until[buffer] = until
+        heapq.heappush(self.heap, (until, self.since[buffer], buffer))
+
+    def released_before(self, here: int) -> list[Buffer]:
+        """The buffers whose last read comes before ``here``, no longer in use, oldest first."""
+        over: list[Buffer] = []
+        while self.heap and self.heap[0][0] < here:
+            until, since, buffer = heapq.heappop(self.heap)
+            if self.until.get(buffer) == until and self.since[buffer] == since:
+                del self.until[buffer]
+                over.append(buffer)
+        return sorted(over, key=self.since.__getitem__)
 
 
 def plan_memory(program: Program, schedule: Optional[list[Node]] = None, groups: Sequence[Group] = (),

@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from typing import Hashable, Optional
+from typing import Hashable, Optional, Union
 
 import numpy as np
 
@@ -52,7 +52,6 @@ MAX_ELEMENTS = 2 ** 25  # the largest step replayed (counted over every value it
 UNWRITTEN = 0          # the token of memory no write has reached
 PROLOGUE = -1          # the iteration of what a loop does before its first (zeroing a column sum)
 BEFORE, AFTER = -2, -3  # reads and writes of an op that reads all its operands before it writes
-UNSET = -9             # an element a loop does not write
 
 
 class PlanError(GraphcError):
@@ -114,13 +113,32 @@ def _memory_name(key: Hashable) -> str:
             "input": f"the fed {which}", "fresh": "a fresh array"}[kind]
 
 
+def _sorted_writes(writes: list[_Access]) -> tuple[np.ndarray, np.ndarray]:
+    """The addresses ``writes`` store to, sorted, and the iteration storing each."""
+    addresses = np.concatenate([w.addresses.ravel() for w in writes])
+    iterations = np.concatenate([w.iteration.ravel() for w in writes])
+    order = np.argsort(addresses)
+    return addresses[order], iterations[order]
+
+
+def _read_elsewhere(written: tuple[np.ndarray, np.ndarray], read: _Access) -> bool:
+    """Is an element ``read`` reads written (``written``: see :func:`_sorted_writes`) by another
+    iteration than the one reading it?"""
+    addresses, iterations = written
+    if not addresses.size:
+        return False
+    wanted = read.addresses.ravel()
+    at = np.minimum(np.searchsorted(addresses, wanted), addresses.size - 1)
+    return bool(((addresses[at] == wanted) & (iterations[at] != read.iteration.ravel())).any())
+
+
 class _Replay:
     def __init__(self, program: Program, plan: Plan, size: int):
         self.program, self.plan, self.size = program, plan, size
         self.base: dict[Hashable, np.ndarray] = {}     # each memory's addresses, 0..n-1
         self.owner: dict[Hashable, np.ndarray] = {}    # each memory's elements: the token last stored there
         self.content: dict[Node, np.ndarray] = {}      # each value's elements: the tokens that make it up
-        self.writers: list[str] = ["nothing"]          # each token: what wrote it
+        self.writers: list[Union[str, Node]] = ["nothing"]  # each token: what wrote it (described if a check fails)
         self.located: dict[Node, Optional[_Located]] = {}
         self.group_of = {m: g for g in plan.groups for m in g.members}
         self.internal = {m for g in plan.groups for m in set(g.members) - set(g.outputs)}
@@ -157,9 +175,13 @@ class _Replay:
             self.owner[key] = np.full(size, token, dtype=np.int64)
         return self.base[key]
 
-    def new_token(self, what: str) -> int:
+    def new_token(self, what: Union[str, Node]) -> int:
         self.writers.append(what)
         return len(self.writers) - 1
+
+    def writer(self, token: int) -> str:
+        what = self.writers[token]
+        return what if isinstance(what, str) else self.describe(what)
 
     def describe(self, node: Node) -> str:
         return " ".join(part for part in describe(node, self.name) if part).strip()
@@ -281,7 +303,7 @@ class _Replay:
         at = self.locate(node)
         if at is None:
             return []
-        token = self.new_token(self.describe(node))
+        token = self.new_token(node)
         tokens = np.full(at.addresses.shape, token, dtype=np.int64)
         return [_Access(node, at.memory, at.addresses, tokens, np.broadcast_to(iteration, at.addresses.shape))]
 
@@ -371,31 +393,31 @@ class _Replay:
         found = self.owner[r.memory][r.addresses.ravel()]
         wrong = found != r.tokens.ravel()
         if wrong.any():
-            other = self.writers[int(found[np.argmax(wrong)])]
+            other = self.writer(int(found[np.argmax(wrong)]))
             raise PlanError(f"{self.describe(reader)} reads {self.name(r.node)} from {_memory_name(r.memory)}, "
                             f"but {int(wrong.sum())} of its elements there hold another value by then: {other}")
 
     def check_iterations(self, node: Node, reads: list[_Access], writes: list[_Access]) -> None:
-        written: dict[Hashable, np.ndarray] = {}
-        by: dict[Hashable, list[Node]] = {}
+        """No element one iteration of the loop writes is read by another, nor written twice.
+
+        Only the elements the loop touches are looked at (the written addresses, sorted, are
+        searched for the read ones), so a loop costs the size of its values, not of the memory
+        they live in: a deep model's packed gradient is written one small slice per loop."""
+        written: dict[Hashable, list[_Access]] = {}
         for w in writes:
-            iteration = written.setdefault(w.memory, np.full(self.owner[w.memory].size, UNSET))
             addresses = w.addresses.ravel()
-            if (iteration[addresses] != UNSET).any() or np.unique(addresses).size != addresses.size:
+            earlier = [a.addresses.ravel() for a in written.get(w.memory, [])]
+            if np.unique(addresses).size != addresses.size or any(np.isin(addresses, e).any() for e in earlier):
+                writers = ", ".join(self.name(a.node) for a in written.get(w.memory, []) + [w])
                 raise PlanError(f"{self.describe(node)}: its loop writes an element of {_memory_name(w.memory)} "
-                                f"twice (as {', '.join(self.name(n) for n in by.get(w.memory, []) + [w.node])})")
-            iteration[addresses] = w.iteration.ravel()
-            by.setdefault(w.memory, []).append(w.node)
+                                f"twice (as {writers})")
+            written.setdefault(w.memory, []).append(w)
+        by_address = {memory: _sorted_writes(accesses) for memory, accesses in written.items()}
         for r in reads:
-            iteration = written.get(r.memory)
-            if iteration is None:
-                continue
-            writer = iteration[r.addresses.ravel()]
-            clash = (writer != UNSET) & (writer != r.iteration.ravel())
-            if clash.any():
+            if r.memory in by_address and _read_elsewhere(by_address[r.memory], r):
+                writers = ", ".join(self.name(a.node) for a in written[r.memory])
                 raise PlanError(f"{self.describe(node)}: its loop overwrites {self.name(r.node)} in "
-                                f"{_memory_name(r.memory)} (with {', '.join(self.name(n) for n in by[r.memory])}) "
-                                f"at elements another iteration still reads")
+                                f"{_memory_name(r.memory)} (with {writers}) at elements another iteration still reads")
 
     def end(self) -> None:
         """Results are taken, then variables not updated in place are copied: the step's last acts."""

@@ -10,7 +10,7 @@ replace, so the optimized graph still points at the user's lines.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Optional, Sequence
+from typing import Callable, Generator, Mapping, Optional, Sequence
 
 from graphc.ir.graph import ancestors, in_creation_order
 from graphc.ir.node import Node, make
@@ -56,7 +56,18 @@ def rebuild(node: Node, inputs: Sequence[Node], renamed: Mapping[Node, Node] = {
         return make(node.op, inputs, **node.attrs)
 
 
-def _rewrite_node(node: Node, memo: dict[Node, Node], phase: Phase) -> Node:
+Rewrite = Generator["Rewrite", Node, Node]  # yields sub-rewrites, receives their results, returns the node
+
+
+def _rewrite_node(node: Node, memo: dict[Node, Node], phase: Phase) -> Rewrite:
+    """Rewrite ``node``, whose operands are rewritten, until no rule fires.
+
+    The nodes a rule builds may be rewritable too (their operands as well): each one not yet in
+    ``memo`` is rewritten first, operands before users.  Nodes already in ``memo`` are done, and
+    so is everything beneath them: the walk stops there, so a rule firing costs the size of what
+    it built, not of the graph.  A rewrite that needs another yields it and receives its result
+    (see :func:`_run`), so a chain of rules each building the next node's work (a sum pulled out
+    of a product of 10,000 factors) nests no Python calls."""
     current = rebuild(node, [memo[i] for i in node.inputs], memo)
     for _ in range(32):  # a rule chain longer than this would be a cycle between rules
         with rebuilding(current, memo):
@@ -65,7 +76,10 @@ def _rewrite_node(node: Node, memo: dict[Node, Node], phase: Phase) -> Node:
             return current
         rule, replacement = fired
         phase.fired[rule.__name__] = phase.fired.get(rule.__name__, 0) + 1
-        current = _settle(replacement, memo, phase)
+        for sub in in_creation_order(ancestors([replacement], stop=memo)):
+            if sub not in memo:
+                memo[sub] = sub if not sub.inputs else (yield _rewrite_node(sub, memo, phase))
+        current = memo[replacement]
     return current
 
 
@@ -78,22 +92,26 @@ def _first_firing(rules: Sequence[Rule], node: Node) -> Optional[tuple[Rule, Nod
     return None
 
 
-def _settle(node: Node, memo: dict[Node, Node], phase: Phase) -> Node:
-    """Rewrite the new nodes a rule built (their operands may be rewritable too).
-
-    Nodes already in ``memo`` are done, and so is everything beneath them: the walk
-    stops there, so a rule firing costs the size of what it built, not of the graph."""
-    for sub in in_creation_order(ancestors([node], stop=memo)):
-        if sub not in memo:
-            memo[sub] = sub if not sub.inputs else _rewrite_node(sub, memo, phase)
-    return memo[node]
+def _run(rewrite: Rewrite) -> Node:
+    """Drive a rewrite and the rewrites it asks for, on a stack of our own rather than Python's."""
+    pending = [rewrite]
+    sent: Optional[Node] = None  # nothing to a rewrite starting, the node it asked for to one resuming
+    while True:
+        try:
+            pending.append(pending[-1].send(sent))  # type: ignore[arg-type]
+            sent = None
+        except StopIteration as finished:
+            pending.pop()
+            if not pending:
+                return finished.value
+            sent = finished.value
 
 
 def apply_phase(program: Program, phase: Phase) -> Program:
     memo: dict[Node, Node] = {}
     for node in program.nodes():
         if node not in memo:
-            memo[node] = node if not node.inputs else _rewrite_node(node, memo, phase)
+            memo[node] = node if not node.inputs else _run(_rewrite_node(node, memo, phase))
     return Program(program.name, {k: memo[v] for k, v in program.outputs.items()},
                    {var: memo[new] for var, new in program.updates.items()},
                    arenas=program.arenas, grads={k: memo.get(v, v) for k, v in program.grads.items()})
