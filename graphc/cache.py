@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any, Optional
 
+from graphc.ir.graph import structural_order
 from graphc.ir.node import Literal, Node
 from graphc.program import Program
 
@@ -38,28 +39,8 @@ def _provenance(node: Node) -> str:
     return f"<{node.site}|{made_by}>"
 
 
-def _structural_order(roots: list[Node]) -> list[Node]:
-    """Depth-first post-order from the roots: depends on structure only, not on creation order
-    (hash-consed constants may have been created by an earlier model)."""
-    order: list[Node] = []
-    seen: set[Node] = set()
-    stack: list[tuple[Node, int]] = [(r, 0) for r in reversed(roots)]
-    while stack:
-        node, i = stack.pop()
-        if node in seen:
-            continue
-        if i < len(node.inputs):
-            stack.append((node, i + 1))
-            if node.inputs[i] not in seen:
-                stack.append((node.inputs[i], 0))
-        else:
-            seen.add(node)
-            order.append(node)
-    return order
-
-
 def structural_key(program: Program, backend: str) -> str:
-    order = _structural_order(program.roots)
+    order = structural_order(program.roots)
     index = {n: i for i, n in enumerate(order)}
     h = hashlib.sha256(f"{backend}|{program.name}".encode())
     for node in order:

@@ -87,6 +87,7 @@ def _apply(node: Node, env: Mapping[Node, np.ndarray], symbols: Mapping[str, int
         attrs["shape"] = resolve_or_explain(attrs["shape"], symbols)
     if node.kind == RANDOM:
         attrs["rng"] = rng
+        attrs["batched"] = bool(node.shape) and isinstance(node.shape[0], str)  # over the batch, before resolving
     try:
         return node.primitive.impl(*(env[i] for i in node.inputs), **attrs)
     except FeedError as exc:  # a fed value the op refuses (a label out of range): point at the user's line

@@ -16,6 +16,7 @@ from graphc.errors import DTypeError, GraphcError, ShapeError
 from graphc.ir import dtypes
 from graphc.ir.node import Literal, Node, describe_failure, make, unique_key
 from graphc.ir.shapes import BATCH, Shape, ShapeMismatch, canonical_shape, normalize_axes, static_size, symbols_of
+from graphc.ir.site import at_site, user_site
 from graphc.parallel.communicator import REDUCTIONS
 
 __all__ = [
@@ -34,7 +35,7 @@ Axes = Union[int, Sequence[int], None]
 
 def input(name: str, shape: Sequence[Any], dtype: Any = "float32") -> Node:  # noqa: A001
     """A value fed to every call of the compiled step.  ``None`` in ``shape`` is the batch size."""
-    return make("input", (), name=name, shape=_shape(shape), dtype=dtypes.canonical(dtype))
+    return make("input", (), name=_leaf_name("input", name), shape=_shape(shape), dtype=dtypes.canonical(dtype))
 
 
 def param(name: str, shape: Sequence[int], init: Optional[Callable] = None,
@@ -44,7 +45,8 @@ def param(name: str, shape: Sequence[int], init: Optional[Callable] = None,
     Each call makes a new parameter, even with an equal name: two layers must not
     silently share weights because their names collide (the compiler refuses that).
     """
-    node = make("param", (), name=name, shape=_shape(shape), dtype=dtypes.canonical(dtype), uid=unique_key())
+    node = make("param", (), name=_leaf_name("param", name), shape=_shape(shape), dtype=dtypes.canonical(dtype),
+                uid=unique_key())
     node.meta["init"] = init
     return node
 
@@ -52,9 +54,18 @@ def param(name: str, shape: Sequence[int], init: Optional[Callable] = None,
 def state(name: str, shape: Sequence[int], init: Optional[Callable] = None,
           dtype: Any = "float32") -> Node:
     """A non-trainable variable held by the runtime (running statistics, optimizer moments)."""
-    node = make("state", (), name=name, shape=_shape(shape), dtype=dtypes.canonical(dtype), uid=unique_key())
+    node = make("state", (), name=_leaf_name("state", name), shape=_shape(shape), dtype=dtypes.canonical(dtype),
+                uid=unique_key())
     node.meta["init"] = init
     return node
+
+
+def _leaf_name(op: str, name: Any) -> str:
+    """A leaf's name is printed in generated code, pictures and checkpoints: printable text, then."""
+    if not isinstance(name, str) or not name or not name.isprintable():
+        raise GraphcError(f"{op} names must be non-empty printable text, without control characters such as "
+                          f"a line break or NUL; got {name!r}{at_site(user_site())}")
+    return name
 
 
 def constant(value: Any, dtype: Any = None, *, op: str = "constant", like: Sequence[Node] = ()) -> Node:

@@ -8,7 +8,7 @@ Updates are data, not side effects: every update is listed, printed by
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Mapping, Optional
+from typing import TYPE_CHECKING, Mapping, Optional, Sequence
 
 from graphc import ops
 from graphc.autodiff import grad
@@ -71,13 +71,18 @@ def collect_state_updates(roots: list[Node]) -> dict[Node, Node]:
     return found
 
 
-def average_over_ranks(values: list[Node], weight: Node) -> list[Node]:
+STOP_INPUT, STOP_OUTPUT = "stop_requested", "stops_requested"  # a data-parallel step's stop flag, in and out
+
+
+def average_over_ranks(values: list[Node], weight: Node, totals: Sequence[Node] = ()) -> list[Node]:
     """The mean over ranks of each value weighted by the rank's ``weight``, Σ w·v / Σ w, as one
     allreduce (a sum) per dtype of the weighted values and the weight packed together.
 
     Weighted by each rank's number of rows, the mean of the ranks' gradients of
     their mean losses is the gradient of the mean loss of the whole batch, also
-    when the ranks' shares differ by a row.  A collective costs a latency per
+    when the ranks' shares differ by a row; ``totals`` ride along in the same
+    collective and come back summed, after the averages (a stop flag: every rank
+    learns after the same step that one was asked to stop).  A collective costs a latency per
     call besides its bandwidth, so a step of a float32 model makes one call,
     over its whole gradient vector and the new batch-norm statistics (a running
     average is linear in the batch statistic, so averaging the new values
@@ -88,13 +93,16 @@ def average_over_ranks(values: list[Node], weight: Node) -> list[Node]:
     for i, value in enumerate(values):
         groups.setdefault(value.dtype, []).append(i)
     averaged: list[Node] = list(values)
-    for dtype, indices in groups.items():
+    summed: list[Node] = []
+    for n, (dtype, indices) in enumerate(groups.items()):
         w = weight if weight.dtype == dtype else ops.cast(weight, dtype)
-        weighted = [w * values[i] for i in indices] + [w]
-        *sums, total = unpack(ops.allreduce(pack(weighted), "sum"), weighted)
-        for i, summed in zip(indices, sums):
-            averaged[i] = summed / total
-    return averaged
+        riders = [t if t.dtype == dtype else ops.cast(t, dtype) for t in totals] if n == 0 else []
+        weighted = [w * values[i] for i in indices] + [w] + riders
+        parts = unpack(ops.allreduce(pack(weighted), "sum"), weighted)
+        for i, part in zip(indices, parts):
+            averaged[i] = part / parts[len(indices)]
+        summed += parts[len(indices) + 1:]
+    return averaged + summed
 
 
 def batch_rows(loss: Node) -> Node:
@@ -121,7 +129,9 @@ def training_program(loss: Node, optimizer: "Optimizer", extra_outputs: Optional
     the packed gradient and the new running statistics are averaged over the ranks
     before the update, weighted by the ranks' numbers of rows (see
     :func:`average_over_ranks`), so every rank applies the same update and the
-    replicas stay equal.  The average is the gradient of the whole batch when
+    replicas stay equal; the step also takes ``stop_requested`` (1 on a rank
+    asked to stop, else 0) and returns ``stops_requested``, their sum, carried by
+    the same collective, so the ranks stop after the same step.  The average is the gradient of the whole batch when
     the loss is a mean over the batch (graphc's default reduction); a loss
     summed over the batch gets the rows-weighted mean of the ranks' sums.
     """
@@ -138,11 +148,14 @@ def training_program(loss: Node, optimizer: "Optimizer", extra_outputs: Optional
     grads = grad(loss, params)
     state_updates = collect_state_updates([loss])
     gradient = pack(grads)
+    outputs = {"loss": loss, **(extra_outputs or {})}
     if ranks > 1:
-        gradient, *new_states = average_over_ranks([gradient, *state_updates.values()], batch_rows(loss))
+        stop = ops.input(STOP_INPUT, (), loss.dtype)
+        gradient, *new_states, stops = average_over_ranks([gradient, *state_updates.values()], batch_rows(loss),
+                                                          [stop])
         state_updates = dict(zip(state_updates, new_states))
+        outputs[STOP_OUTPUT] = stops
     updates = optimizer.updates(params, gradient)
     updates.update(state_updates)
-    outputs = {"loss": loss, **(extra_outputs or {})}
     return Program(name, outputs, updates, arenas=[params],
                    grads={f"d{p.name}": g for p, g in zip(params, grads)})

@@ -8,15 +8,17 @@ themselves are checked rank by rank by ``mpi_collectives.py``, run here under mp
 from __future__ import annotations
 
 import glob
+import importlib.util
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import pytest
@@ -24,8 +26,9 @@ import pytest
 import graphc as gc
 from graphc import nn, optim
 from graphc.errors import CheckpointError, DistributedError, GraphcError
-from graphc.parallel import Communicator, use
-from graphc.parallel.launch import collective_timeout, launched_ranks, threads_per_rank, world
+from graphc.parallel import Communicator, active, use
+from graphc.parallel.launch import (DEFAULT_TIMEOUT, collective_timeout, launched_ranks, share_cores,
+                                   threads_per_rank, world)
 from graphc.parallel.replicas import check_replicas, checksum, shards
 from graphc.testing import check_grads
 from graphc.train import ConfigError, Splits, TrainConfig, Trainer
@@ -63,7 +66,8 @@ def test_a_step_for_two_ranks_makes_one_allreduce_over_the_packed_gradient_and_s
     assert len(reduces) == 1
     params = sum(int(np.prod(p.shape)) for p in net.parameters())
     statistics = sum(int(np.prod(s.shape)) for s in net.states())
-    assert reduces[0].shape == (params + statistics + 1,)  # and the rows of this rank's share
+    assert reduces[0].shape == (params + statistics + 2,)  # and the rows of this rank's share, and its stop flag
+    assert step.inputs[-1].name == "stop_requested" and step.inputs[-1].shape == ()
     assert "allreduce" in step.show("step") and "k.allreduce(" in step.source
     single = gc.compile(bn_loss()[0], optimizer=optim.Adam(1e-3))
     assert not [n for n in single.program.nodes() if n.op == "allreduce"]
@@ -78,7 +82,7 @@ def test_a_step_for_two_ranks_run_in_one_process_takes_the_one_rank_step() -> No
         loss, _ = bn_loss("float64")
         step = gc.compile(loss, optimizer=optim.Adam(1e-2), ranks=ranks, state=gc.Store(3))
         for feed in feeds:
-            step(**feed)
+            step(**feed, **({"stop_requested": np.array(0.0)} if ranks > 1 else {}))
         stores.append(step.state.values)
     for name, value in stores[0].items():
         np.testing.assert_allclose(stores[1][name], value, rtol=1e-12, err_msg=name)
@@ -158,6 +162,104 @@ def test_the_launchers_environment_gives_the_ranks_their_cores_and_timeout() -> 
             collective_timeout({"GRAPHC_MPI_TIMEOUT": bad})
 
 
+def test_use_restores_the_previous_communicator_after_the_block_and_after_an_error() -> None:
+    before = active()
+    with use(Ranks(2)) as inside:
+        assert active() is inside
+    assert active() is before
+    with pytest.raises(RuntimeError), use(Ranks(3)):
+        raise RuntimeError("a step failed")
+    assert active() is before
+
+
+def test_the_launchers_defaults_and_mpichs_variables() -> None:
+    assert collective_timeout({}) == DEFAULT_TIMEOUT == 300.0
+    assert threads_per_rank({"MPI_LOCALNRANKS": "4"}, cores=16) == 4  # MPICH's count of ranks on this machine
+    assert threads_per_rank({}, cores=6) == 6
+
+
+def test_a_users_own_blas_thread_setting_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threadpoolctl
+    calls: list[int] = []
+    monkeypatch.setattr(threadpoolctl, "threadpool_limits", lambda limits, user_api: calls.append(limits))
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        share_cores({name: "3", "OMPI_COMM_WORLD_LOCAL_SIZE": "2"})
+    assert calls == []
+    share_cores({"OMPI_COMM_WORLD_LOCAL_SIZE": "2"})
+    assert calls == [threads_per_rank({"OMPI_COMM_WORLD_LOCAL_SIZE": "2"})]
+
+
+class FakeClock:
+    """time.monotonic and time.sleep for a wait that must not take real time."""
+
+    def __init__(self) -> None:
+        self.now, self.naps = 0.0, []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.naps.append(seconds)
+        self.now += seconds
+
+
+class FakeWorld:
+    """Two ranks holding the same values: what a collective gets and when it completes."""
+
+    def __init__(self, polls_until_done: float = 1) -> None:
+        self.polls_until_done, self.sent = polls_until_done, []
+
+    def Get_size(self) -> int:  # noqa: N802 (mpi4py's names)
+        return 2
+
+    def Get_rank(self) -> int:  # noqa: N802
+        return 0
+
+    def Iallreduce(self, send: Any, out: np.ndarray, op: Any) -> "FakeWorld":  # noqa: N802
+        from mpi4py import MPI
+        self.sent.append(send)
+        np.multiply(out if send is MPI.IN_PLACE else send, 2, out=out)
+        return self
+
+    def Test(self) -> bool:  # noqa: N802
+        self.polls_until_done -= 1
+        return self.polls_until_done <= 0
+
+
+needs_mpi4py = pytest.mark.skipif(importlib.util.find_spec("mpi4py") is None, reason="mpi4py not installed")
+
+
+@needs_mpi4py
+def test_an_allreduce_into_its_own_input_is_made_in_place() -> None:
+    from mpi4py import MPI
+
+    from graphc.parallel.mpi import MPICommunicator
+    world_ = FakeWorld()
+    comm = MPICommunicator(5.0, comm=world_)
+    x = np.array([1.0, 3.0])
+    assert comm.allreduce(x, "sum", out=x) is x and x.tolist() == [2.0, 6.0]
+    assert world_.sent[-1] is MPI.IN_PLACE
+    y = np.array([1.0, 3.0], np.float32)
+    got = comm.allreduce(y)  # the mean: the sum over the two ranks, halved
+    assert world_.sent[-1] is y and got.tolist() == [1.0, 3.0] and y.tolist() == [1.0, 3.0]
+
+
+@needs_mpi4py
+def test_a_wait_polls_with_growing_naps_and_gives_up_at_its_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    from graphc.parallel import mpi
+    clock = FakeClock()
+    monkeypatch.setattr(mpi, "time", clock)
+    comm = mpi.MPICommunicator(2.0, comm=FakeWorld(polls_until_done=5))
+    comm.allreduce(np.zeros(3))
+    assert clock.naps == [0.0, 1e-5, 2e-5, 4e-5]  # a collective that completes soon is not slept on
+    clock.naps.clear()
+    stuck = mpi.MPICommunicator(2.0, comm=FakeWorld(polls_until_done=float("inf")))
+    with pytest.raises(DistributedError, match="rank 0 of 2 waited 2 s for the allreduce of 3 float64 values"):
+        stuck.allreduce(np.zeros(3))
+    assert max(clock.naps) == mpi._LONGEST_NAP == 1e-3
+    assert 2.0 < clock.now <= 2.0 + 2 * mpi._LONGEST_NAP
+
+
 # ---------------------------------------------------------------- the trainer
 
 def tiny_splits() -> Splits:
@@ -214,12 +316,25 @@ def test_collectives_their_gradients_and_synchronized_batch_norm_under_mpirun() 
     assert sorted(result.stdout.split("\n"))[-2:] == ["rank 0 ok", "rank 1 ok"]
 
 
+NOISY_MODEL = """from graphc import nn
+model = nn.Sequential(nn.GaussianNoise(0.3), nn.Dense(64, init="he"), nn.relu, nn.Dropout(0.2), nn.Dense(10))
+"""
+
+
 @needs_mpirun
 @needs_fashion_mnist
-def test_two_ranks_end_with_the_parameters_of_one_process(tmp_path: Path) -> None:
+@pytest.mark.parametrize("model", ["mlp", "noisy"])
+def test_two_ranks_end_with_the_parameters_of_one_process(tmp_path: Path, model: str) -> None:
+    """With noise and dropout too: every rank draws the whole batch's numbers and keeps its rows, so
+    two ranks draw what one process draws (once each rank drew its own rows from the same state)."""
+    model_file = MLP
+    if model == "noisy":
+        model_file = str(tmp_path / "noisy.py")
+        Path(model_file).write_text(NOISY_MODEL)
     for out, ranks in ((tmp_path / "one", 0), (tmp_path / "two", 2)):
-        result = subprocess.run(train_command(out, "--epochs", "1", ranks=ranks), env=mpi_environment(),
-                                capture_output=True, text=True, timeout=300)
+        command = train_command(out, "--epochs", "1", ranks=ranks)
+        command[command.index(MLP)] = model_file
+        result = subprocess.run(command, env=mpi_environment(), capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, result.stderr
         assert result.stdout.count("test accuracy:") == 1  # rank 0 alone reports
     one, two = np.load(tmp_path / "one" / "checkpoint.npz"), np.load(tmp_path / "two" / "checkpoint.npz")
@@ -275,7 +390,7 @@ def test_a_hung_rank_ends_the_run_with_a_clear_error_after_the_timeout_and_the_c
     # The timeout leaves room for the ranks' other waits (one compiling slower, rank 0 evaluating).
     result, seconds = stop_rank_one_after_the_first_checkpoint(out, signal.SIGSTOP, f"hung-{os.getpid()}", 8.0)
     assert result.returncode != 0
-    assert "graphc: error: rank 0: rank 0 of 2 waited 8 s for the allreduce of 235147 float32 values: another " \
+    assert "graphc: error: rank 0: rank 0 of 2 waited 8 s for the allreduce of 235148 float32 values: another " \
            "rank has died or hung; the last checkpoint resumes the run with --resume" in result.stderr
     assert seconds < 60
     done = len(json.loads((out / "history.json").read_text()))
@@ -294,3 +409,73 @@ def test_a_rank_that_dies_ends_the_run(tmp_path: Path) -> None:
                                                                f"killed-{os.getpid()}", 30.0)
     assert result.returncode != 0
     assert "rank 1" in result.stderr and seconds < 60
+
+
+def test_ranks_that_disagree_on_model_data_or_options_are_named_before_training() -> None:
+    from graphc.parallel.replicas import check_agreement
+
+    class Gathered(Communicator):
+        size = 3
+
+        def __init__(self, rows: list[list[int]]):
+            self.rows = rows
+
+        def allgather(self, values: np.ndarray) -> np.ndarray:
+            return np.array([values.tolist() if i == 0 else row for i, row in enumerate(self.rows)], np.int64)
+
+    records = {"model": "relu", "data": "600 rows", "options": "sgd"}
+    import zlib
+    same = [zlib.crc32(t.encode()) for t in records.values()]
+    check_agreement(Gathered([same, same, same]), records)
+    other_model = [zlib.crc32(b"tanh"), same[1], same[2]]
+    other_data = [same[0], zlib.crc32(b"300 rows"), same[2]]
+    with pytest.raises(DistributedError, match=r"the ranks disagree before training: the model of rank 1 differs "
+                                               r"from rank 0's; the data of rank 2 differs from rank 0's"):
+        check_agreement(Gathered([same, other_model, other_data]), records)
+
+
+@needs_mpirun
+@needs_fashion_mnist
+@pytest.mark.parametrize("second", [["--limit", "2048"], ["--lr", "0.5"]])
+def test_ranks_started_on_other_data_or_options_stop_naming_them(tmp_path: Path, second: list[str]) -> None:
+    """Two different commands under one mpirun (as `mpirun -n 1 A : -n 1 B`): once heap corruption or a
+    hybrid model, now one line on each rank."""
+    first = train_command(tmp_path / "run", "--epochs", "1")
+    other = first[:first.index("--limit")] + ["--limit", "4096"] + first[first.index("--limit") + 2:] + second
+    command = ["mpirun", "-n", "1"] + first + [":", "-n", "1"] + other
+    result = subprocess.run(command, env=mpi_environment(), capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    what = "data" if second[0] == "--limit" else "options"
+    assert f"the ranks disagree before training: the {what} of rank 1 differs from rank 0's" in result.stderr
+    assert "Traceback" not in result.stderr and "corrupt" not in result.stderr.lower()
+
+
+@needs_mpirun
+@needs_fashion_mnist
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the ranks' processes in /proc")
+def test_ctrl_c_on_one_rank_stops_every_rank_after_the_same_step_and_resumes_as_if_never_stopped(
+        tmp_path: Path) -> None:
+    """SIGINT reaches rank 1 alone: its stop request rides in the next step's allreduce, both ranks
+    stop after that step, rank 0 saves, and the resumed run ends where an unbroken one does."""
+    out = tmp_path / "run"
+    result, _ = stop_rank_one_after_the_first_checkpoint(out, signal.SIGINT, f"ctrl-c-{os.getpid()}", 60.0)
+    assert result.returncode == 130, result.stderr
+    stops = re.findall(r"rank (\d): (SIGINT|another rank was asked to stop): stopped (.*?);", result.stderr)
+    assert sorted(rank for rank, _, _ in stops) == ["0", "1"], result.stderr
+    assert dict((rank, cause) for rank, cause, _ in stops) == {"0": "another rank was asked to stop", "1": "SIGINT"}
+    assert stops[0][2] == stops[1][2], "the ranks stopped after different steps"
+    done = len(json.loads((out / "history.json").read_text()))
+    epochs = str(done + 1)
+    resumed = subprocess.run(train_command(out, "--epochs", epochs, "--resume", ranks=2),
+                             env=mpi_environment(), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    unbroken = subprocess.run(train_command(tmp_path / "unbroken", "--epochs", epochs, ranks=2),
+                              env=mpi_environment(), capture_output=True, text=True, timeout=300)
+    assert unbroken.returncode == 0, unbroken.stderr
+    with np.load(out / "checkpoint.npz") as a, np.load(tmp_path / "unbroken" / "checkpoint.npz") as b:
+        variables = [name for name in b.files if name != "meta"]  # the rest: parameters and optimizer state
+        assert variables and sorted(a.files) == sorted(b.files)
+        for name in variables:
+            np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    then, now = (json.loads((folder / "history.json").read_text()) for folder in (out, tmp_path / "unbroken"))
+    assert [row["train_loss"] for row in then] == pytest.approx([row["train_loss"] for row in now], rel=1e-12)

@@ -125,3 +125,37 @@ def test_a_step_whose_kernels_cannot_build_runs_as_numpy(monkeypatch: pytest.Mon
     np.testing.assert_allclose(step(x=feed), step.reference(x=feed)[0], rtol=1e-6)
     assert len(warning_lines(capsys.readouterr().err)) == 1
     cache.clear()
+
+
+def test_a_damaged_emulator_library_in_the_cache_is_rebuilt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The emulator's cached libraries are checked against the digest in their names, as the C loops'
+    are: a truncated one (a full disk, a killed build) once broke every later run."""
+    script = ("import numpy as np, graphc as gc\n"
+              "x = gc.input('x', (None, 3), 'float64')\n"
+              "step = gc.compile(gc.tanh(x) * 2.0 + 0.4375, backend='cuda-emulator')\n"
+              "print(repr(step(x=np.linspace(-1, 1, 6).reshape(2, 3)).tolist()))\n")
+    env = {**os.environ, "GRAPHC_CACHE_DIR": str(tmp_path)}
+    first = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stderr
+    [library] = (tmp_path / "kernels").glob("emu*.so")
+    library.write_bytes(library.read_bytes()[:1000])
+    again = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == first.stdout
+    [rebuilt] = (tmp_path / "kernels").glob("emu*.so")
+    assert rebuilt.stat().st_size > 1000
+
+
+def test_a_full_disk_while_caching_leaves_no_temporary_file(private_cache: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    real_write = Path.write_bytes
+
+    def full(path: Path, data: bytes) -> int:
+        if path.name.endswith(".tmp"):
+            real_write(path, data[:len(data) // 2])  # the disk fills up half-way
+            raise OSError(28, "No space left on device")
+        return real_write(path, data)
+    monkeypatch.setattr(Path, "write_bytes", full)
+    assert c_kernels.build(constant_kernel(2.0), ["put"]) is None
+    assert "cannot write to the kernel cache: No space left on device" in capsys.readouterr().err
+    assert list(private_cache.iterdir()) == []

@@ -8,7 +8,9 @@ and optimizer moments are exactly what a resumed run must restore.
 from __future__ import annotations
 
 import csv
+import errno
 import json
+import os
 import signal
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -20,6 +22,7 @@ import graphc as gc
 from graphc import nn
 from graphc.data import Batches, load_fashion_mnist
 from graphc.errors import CheckpointError, DataError
+from graphc.parallel import Communicator
 from graphc.train import ConfigError, History, Splits, TrainConfig, Trainer, TrainingInterrupted, checkpoint
 from graphc.train import trainer as trainer_module
 from graphc.train.history import TIMING_FIELDS, HistoryWriteError
@@ -63,6 +66,7 @@ def assert_same_state(a: Trainer, b: Trainer) -> None:
     for name, value in a.store.values.items():
         assert np.array_equal(value, b.store.values[name]), name
     assert a.store.rng.bit_generator.state == b.store.rng.bit_generator.state
+    assert np.array_equal(a.store.device_counter, b.store.device_counter)  # both None on the CPU
 
 
 def metrics(history: History) -> list[dict[str, Any]]:
@@ -211,13 +215,34 @@ def test_failed_write_keeps_the_old_checkpoint_and_no_temporary_file(tmp_path: P
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.npz"]
 
 
-def test_checkpoint_of_another_model_names_the_variable_and_both_shapes(tmp_path: Path) -> None:
+def test_a_checkpoint_of_a_wider_model_is_refused_naming_the_first_difference(tmp_path: Path) -> None:
     make_trainer(tmp_path, epochs=1, net=noisy_bn_net(width=8)).run()
     wider_net = noisy_bn_net(width=9)
     with pytest.raises(CheckpointError) as info:
         make_trainer(tmp_path, epochs=1, net=wider_net).run(resume=True)
-    assert f"'{wider_net.parameters()[0].name}'" in str(info.value)
-    assert f"[{FEATURES}, 9]" in str(info.value) and f"[{FEATURES}, 8]" in str(info.value)
+    then, now = (line for line in str(info.value).splitlines() if line.startswith(("  then:", "  now:")))
+    assert "f32[8]" in then and "f32[9]" in now  # the first parameter in the graph's order that differs
+
+
+@pytest.mark.parametrize("change", ["activation", "loss", "initializer"])
+def test_resuming_a_changed_model_is_refused_naming_the_first_difference(tmp_path: Path, change: str) -> None:
+    """ReLU turned into tanh (same shapes), cross-entropy into another loss, another initializer: the
+    history would mix two models, so the checkpoint's forward graph must be this one's."""
+    def net(activation: Any = nn.relu, init: str = "he") -> nn.Module:
+        return nn.Sequential(nn.Dense(8, init=init), activation, nn.Dense(CLASSES))
+
+    make_trainer(tmp_path, epochs=1, net=net()).run()
+    changed = {"activation": dict(net=net(nn.tanh)), "initializer": dict(net=net(init="glorot")),
+               "loss": dict(net=net(), loss=lambda out, y: gc.softmax_cross_entropy(out, y, "sum"))}[change]
+    with pytest.raises(CheckpointError, match="was written by another model; the first difference") as info:
+        make_trainer(tmp_path, epochs=2, **changed).run(resume=True)
+    then, now = (line.split(":", 1)[1] for line in str(info.value).splitlines()
+                 if line.startswith(("  then:", "  now:")))
+    expected = {"activation": ("relu", "tanh"), "initializer": ("he_normal", "glorot_uniform"),
+                "loss": ("", "")}[change]
+    assert expected[0] in then and expected[1] in now and then != now
+    same = make_trainer(tmp_path, epochs=2, net=net()).run(resume=True)  # the same model, rebuilt: resumes
+    assert len(same.history) == 2
 
 
 def test_checkpoint_missing_and_extra_variables_are_named(tmp_path: Path) -> None:
@@ -384,15 +409,95 @@ def test_mlp_learns_fashion_mnist(tmp_path: Path) -> None:
     assert result.test_accuracy > 0.80
 
 
-@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs Linux's /proc")
 @pytest.mark.parametrize("name", ["history.csv", "history.json", "history.png"])
-def test_a_full_disk_while_writing_history_names_the_file(tmp_path: Path, name: str) -> None:
-    (tmp_path / name).symlink_to("/dev/full")  # every write there fails with ENOSPC
+def test_a_full_disk_while_writing_history_names_the_file_and_keeps_the_old_one(
+        tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     history = History.from_dicts(make_history_rows())
+    history.write(tmp_path)
+    before = (tmp_path / name).read_bytes()
+    real_fsync = os.fsync
+
+    def full(fd: int) -> None:  # the disk fills up while this one file is written
+        if Path(os.readlink(f"/proc/self/fd/{fd}")).name.startswith(f".{name}."):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+    monkeypatch.setattr(os, "fsync", full)
     with pytest.raises(HistoryWriteError, match=f"cannot write {tmp_path / name}: No space left on device"):
         history.write(tmp_path)
+    assert (tmp_path / name).read_bytes() == before and not list(tmp_path.glob(".*.tmp"))
 
 
 def make_history_rows() -> list[dict[str, Any]]:
     return [{"epoch": 1, "lr": 0.1, "train_loss": 1.0, "val_loss": None, "val_accuracy": None, "test_loss": 0.9,
              "test_accuracy": 0.5, "seconds": 1.0, "examples_per_s": 100.0}]
+
+
+def test_resume_on_the_cuda_emulator_is_bit_for_bit_with_noise(tmp_path: Path) -> None:
+    """The device draws noise from a counter-based stream whose counter lives on the device: it is
+    fetched with the variables and saved in the checkpoint, so a resumed run draws what the
+    uninterrupted one drew."""
+    straight = make_trainer(tmp_path / "straight", epochs=2, backend="cuda-emulator")
+    history = straight.run().history
+    make_trainer(tmp_path / "resumed", epochs=1, backend="cuda-emulator").run()
+    resumed = make_trainer(tmp_path / "resumed", epochs=2, backend="cuda-emulator")
+    assert metrics(resumed.run(resume=True).history) == metrics(history)
+    assert straight.store.device_counter is not None
+    assert_same_state(straight, resumed)
+
+
+# ---------------------------------------------------------------- gaps a mutation run found
+
+def test_a_signal_during_the_last_epochs_evaluation_stops_the_run_after_saving(tmp_path: Path) -> None:
+    trainer = make_trainer(tmp_path, epochs=1)
+    evaluate = trainer.evaluate
+    signalled: list[bool] = []
+
+    def evaluate_and_get_a_signal(x: np.ndarray, y: np.ndarray) -> dict[str, Optional[float]]:
+        if not signalled:
+            signalled.append(True)
+            signal.raise_signal(signal.SIGTERM)
+        return evaluate(x, y)
+    trainer.evaluate = evaluate_and_get_a_signal  # type: ignore[method-assign]
+    with pytest.raises(TrainingInterrupted, match="SIGTERM: stopped after epoch 1"):
+        trainer.run()
+    assert checkpoint.load(trainer.checkpoint_path).extra["progress"]["epoch"] == 1
+
+
+def test_a_loss_diverging_downwards_stops_the_run(tmp_path: Path) -> None:
+    def unbounded_below(output: gc.Node, y: gc.Node) -> gc.Node:
+        return gc.softmax_cross_entropy(output, y) - 1e7
+    with pytest.raises(trainer_module.TrainingError, match=r"training loss became -1e\+07 .*above max_loss=1e\+06"):
+        make_trainer(tmp_path, epochs=1, loss=unbounded_below).run()
+
+
+def test_a_test_loss_above_max_loss_stops_the_run_without_a_validation_split(tmp_path: Path) -> None:
+    data = splits()
+    far = Splits(data.x_train, data.y_train, data.x_val[:0], data.y_val[:0], data.x_test * 1e4, data.y_test)
+    with pytest.raises(trainer_module.TrainingError, match="the test loss became .* above max_loss=50"):
+        make_trainer(tmp_path, epochs=1, data=far, max_loss=50.0, val_fraction=0.0).run()
+    assert not (tmp_path / "history.json").exists()
+
+
+class Follower(Communicator):
+    """Rank 1 of 2 in one process: its collectives are its own values, and rank 0's record is
+    ``record``."""
+
+    size, rank = 2, 1
+
+    def __init__(self, record: dict[str, Any]):
+        self.record = record
+
+    def share(self, value: Any) -> Any:
+        return self.record if value is None else value
+
+
+def test_a_rank_other_than_0_writes_no_file(tmp_path: Path) -> None:
+    leader = make_trainer(tmp_path / "leader", epochs=1)
+    record = leader.run().history.to_dicts()[0]
+    config = TrainConfig.from_options({"optimizer": "adam", "lr": 0.01, "lr_decay": 0.9, "batch_size": 32,
+                                       "epochs": 1, "seed": 7})
+    follower = Trainer(noisy_bn_net(), splits(), config, tmp_path / "follower", log=lambda line: None,
+                       progress_bar=False, communicator=Follower(record))
+    assert len(follower.run().history) == 1
+    assert not (tmp_path / "follower").exists()

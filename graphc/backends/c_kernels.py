@@ -423,9 +423,7 @@ def _compile_into(cc: str, source: str, folder: Path, tag: str) -> None:
                                    f"set CC to a working C compiler, or GRAPHC_KERNELS=numpy")
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        staged = folder / f".k{tag}.{os.getpid()}.tmp"
-        staged.write_bytes(binary)
-        os.replace(staged, folder / _library_name(tag, binary))
+        native.install(folder / _library_name(tag, binary), binary)
     except OSError as exc:
         raise KernelCacheError(f"cannot write to the kernel cache: {exc.strerror or exc}; make the folder "
                                f"writable or point GRAPHC_CACHE_DIR at one") from None

@@ -10,7 +10,7 @@ from typing import Optional
 import numpy as np
 
 from graphc.errors import GraphcError
-from graphc.parallel.communicator import active
+from graphc.parallel.communicator import active, batch_window
 from graphc.primitives.misc import check_labels
 
 
@@ -25,6 +25,23 @@ def sigmoid(x: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
     if out is None:
         return np.divide(numerator, e)
     return np.divide(numerator, e, out=out)
+
+
+def draw(rng: np.random.Generator, kind: str, shape: tuple, dtype: type, batched: bool,
+         out: Optional[np.ndarray] = None) -> np.ndarray:
+    """Normal or uniform numbers of ``shape`` from ``rng``.  For a value over the batch (``batched``)
+    computed as a share of a global batch (:func:`graphc.parallel.communicator.batch_window`), the
+    numbers of the whole batch are drawn and this share's rows kept, so every rank draws what one
+    process would, and the generators of all ranks stay in step."""
+    window = batch_window() if batched else None
+    full = shape if window is None else (window[0],) + tuple(shape[1:])
+    values = rng.standard_normal(full, dtype=dtype) if kind == "normal" else rng.random(full, dtype=dtype)
+    if window is not None:
+        values = values[window[1]:window[1] + shape[0]]
+    if out is None:
+        return values
+    np.copyto(out, values)
+    return out
 
 
 def where(cond: np.ndarray, a: object, b: object, out: Optional[np.ndarray] = None) -> np.ndarray:

@@ -54,6 +54,30 @@ def toposort(outputs: Sequence[Node]) -> list[Node]:
     return in_creation_order(ancestors(outputs))
 
 
+def structural_order(roots: Sequence[Node]) -> list[Node]:
+    """Every node the roots depend on, operands first, in depth-first post-order from the roots.
+
+    Unlike :func:`toposort` the order depends on the graph's structure alone, not on creation
+    order (hash-consed constants may have been created by an earlier model), so equal graphs
+    built at different times list their nodes alike: the compile cache's key and a model's
+    fingerprint are built on it."""
+    order: list[Node] = []
+    seen: set[Node] = set()
+    stack: list[tuple[Node, int]] = [(r, 0) for r in reversed(roots)]
+    while stack:
+        node, i = stack.pop()
+        if node in seen:
+            continue
+        if i < len(node.inputs):
+            stack.append((node, i + 1))
+            if node.inputs[i] not in seen:
+                stack.append((node.inputs[i], 0))
+        else:
+            seen.add(node)
+            order.append(node)
+    return order
+
+
 def in_creation_order(nodes: Iterable[Node]) -> list[Node]:
     """``nodes`` sorted by serial: operands before their users."""
     return sorted(nodes, key=lambda n: n.serial)

@@ -10,6 +10,7 @@ with :func:`use`.
 """
 from __future__ import annotations
 
+import contextvars
 from contextlib import contextmanager
 from typing import Any, Iterator, Optional
 
@@ -65,3 +66,26 @@ def use(communicator: Communicator) -> Iterator[Communicator]:
         yield communicator
     finally:
         _active = previous
+
+
+# The rows of a global batch this process computes, while a data-parallel step runs (None otherwise).
+_rows: contextvars.ContextVar[Optional[tuple[int, int]]] = contextvars.ContextVar("graphc_batch_rows", default=None)
+
+
+@contextmanager
+def batch_rows(total: int, start: int) -> Iterator[None]:
+    """Inside the block this process computes rows ``start``, ... of a global batch of ``total`` rows.
+
+    A random op over the batch then draws the numbers of the whole batch, as one process would, and
+    keeps this process's rows: K ranks draw, row for row, what one process draws (each rank pays for
+    the whole batch's draws; the generators of all ranks stay in step)."""
+    token = _rows.set((total, start))
+    try:
+        yield
+    finally:
+        _rows.reset(token)
+
+
+def batch_window() -> Optional[tuple[int, int]]:
+    """(total rows, first row) of the global batch this process computes now, if it computes a share."""
+    return _rows.get()

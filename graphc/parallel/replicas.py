@@ -1,11 +1,15 @@
 """Keeping the ranks' copies of a model equal, and giving each rank its share of a batch.
 
-Data parallelism is correct only while every rank holds the same variables:
-they start from rank 0's (:func:`broadcast_variables`), every step applies the
-same averaged update, and :func:`check_replicas` compares checksums of every
-variable now and then, so a divergence (a rank fed other data, a
-nondeterministic reduction) stops the run with the ranks named instead of
-silently training K different models.
+Data parallelism is correct only while every rank trains the same model on
+its share of the same data: before the first step the ranks compare
+fingerprints of the model, the data and the options (:func:`check_agreement`),
+so ranks started on other data or from another model file stop with the ranks
+and what differs named, instead of calling mismatched collectives (which MPI
+answers with heap corruption) or training a hybrid.  They start from rank 0's
+variables (:func:`broadcast_variables`), every step applies the same averaged
+update, and :func:`check_replicas` compares checksums of every variable now
+and then, so a divergence (a nondeterministic reduction) stops the run with
+the ranks named instead of silently training K different models.
 """
 from __future__ import annotations
 
@@ -19,12 +23,14 @@ from graphc.parallel.communicator import Communicator
 from graphc.runtime.store import Store
 
 Batch = tuple[np.ndarray, np.ndarray]
+Window = tuple[int, int]  # (rows of the global batch, this share's first row)
 
 
-def shards(batches: Iterable[Batch], communicator: Communicator) -> Iterator[Batch]:
-    """This rank's share of each global batch: rank r takes the r-th of ``size`` contiguous slices
-    whose lengths differ by at most one (the first ``len % size`` ranks take one row more; the
-    train step weighs each rank's gradient by its rows).  A batch with fewer rows than ranks
+def shards(batches: Iterable[Batch], communicator: Communicator) -> Iterator[tuple[np.ndarray, np.ndarray, Window]]:
+    """This rank's share of each global batch, and where it lies in it ((total rows, first row), for
+    :func:`graphc.parallel.communicator.batch_rows`): rank r takes the r-th of ``size`` contiguous
+    slices whose lengths differ by at most one (the first ``len % size`` ranks take one row more;
+    the train step weighs each rank's gradient by its rows).  A batch with fewer rows than ranks
     (at most the last of an epoch) is skipped, since a rank without rows has no mean loss."""
     size, rank = communicator.size, communicator.rank
     for x, y in batches:
@@ -33,7 +39,20 @@ def shards(batches: Iterable[Batch], communicator: Communicator) -> Iterator[Bat
         rows, extra = divmod(len(x), size)
         start = rank * rows + min(rank, extra)
         stop = start + rows + (rank < extra)
-        yield x[start:stop], y[start:stop]
+        yield x[start:stop], y[start:stop], (len(x), start)
+
+
+def check_agreement(communicator: Communicator, records: dict[str, str]) -> None:
+    """Raise on every rank unless every rank has the same ``records`` (what → its fingerprint text)."""
+    mine = np.array([zlib.crc32(text.encode()) for text in records.values()], dtype=np.int64)
+    everyone = communicator.allgather(mine)
+    differ = {what: [rank for rank in range(len(everyone)) if everyone[rank, k] != everyone[0, k]]
+              for k, what in enumerate(records)}
+    named = [f"the {what} of rank{'s' if len(ranks) > 1 else ''} {', '.join(map(str, ranks))} "
+             f"differ{'' if len(ranks) > 1 else 's'} from rank 0's" for what, ranks in differ.items() if ranks]
+    if named:
+        raise DistributedError(f"the ranks disagree before training: {'; '.join(named)}; start every rank with "
+                               f"the same model file, data and options")
 
 
 def broadcast_variables(store: Store, communicator: Communicator) -> None:

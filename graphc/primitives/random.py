@@ -2,11 +2,14 @@
 
 They take the step's generator (NumPy's on the CPU, Philox on the GPU); their
 ``key`` attribute keeps two draws of the same shape from being merged into one
-node.  They have no operands, so no gradient rule."""
+node.  They have no operands, so no gradient rule.  A draw over the batch in a
+data-parallel step draws the whole batch and keeps the rank's rows (see
+:func:`graphc.backends.numpy_kernels.draw`)."""
 from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
+from graphc.backends import numpy_kernels
 from graphc.backends.numpy_lowering import out_arg
 from graphc.ir.primitives import RANDOM, define, require
 from graphc.ir.shapes import Shape
@@ -17,10 +20,19 @@ def _random(inputs: Sequence[Any], attrs: Mapping[str, Any]) -> tuple[Shape, str
     return attrs["shape"], attrs["dtype"]
 
 
-define("normal", RANDOM, _random, lambda rng, shape, dtype, key: rng.standard_normal(shape, dtype=dtype),
-       cuda="random",
-       numpy=lambda a, n, ctx, out: f"rng.standard_normal({ctx.shape(n.shape)}, dtype={ctx.dtype(n.dtype)}"
-                                    f"{out_arg(out)})")
-define("uniform", RANDOM, _random, lambda rng, shape, dtype, key: rng.random(shape, dtype=dtype),
-       cuda="random",
-       numpy=lambda a, n, ctx, out: f"rng.random({ctx.shape(n.shape)}, dtype={ctx.dtype(n.dtype)}{out_arg(out)})")
+def _batched(node: Any) -> bool:
+    """Is the value over the batch (its first dimension the batch size, a symbol)?"""
+    return bool(node.shape) and isinstance(node.shape[0], str)
+
+
+def _lowering(kind: str) -> Any:
+    return lambda a, n, ctx, out: (f"k.draw(rng, {kind!r}, {ctx.shape(n.shape)}, {ctx.dtype(n.dtype)}, "
+                                   f"{_batched(n)}{out_arg(out)})")
+
+
+define("normal", RANDOM, _random,
+       lambda rng, shape, dtype, key, batched: numpy_kernels.draw(rng, "normal", shape, dtype, batched),
+       cuda="random", numpy=_lowering("normal"))
+define("uniform", RANDOM, _random,
+       lambda rng, shape, dtype, key, batched: numpy_kernels.draw(rng, "uniform", shape, dtype, batched),
+       cuda="random", numpy=_lowering("uniform"))

@@ -38,6 +38,15 @@ class Store:
         # A device step launched without fetching its results holds newer values than these arrays
         # (graphc.backends.cuda.binding.DeviceStep.launch); catch_up() brings them here.
         self.ahead: Optional[Any] = None
+        # The step counter of a device's counter-based random stream (Philox): saved in checkpoints
+        # beside ``rng``, so a resumed run draws what the uninterrupted one would.
+        self.device_counter: Optional[np.ndarray] = None
+
+    def counter(self) -> np.ndarray:
+        """The device's random stream counter (one uint64), started from ``rng`` on first use."""
+        if self.device_counter is None:
+            self.device_counter = np.array([self.rng.integers(0, 2**63, dtype=np.uint64)], np.uint64)
+        return self.device_counter
 
     def catch_up(self) -> None:
         """Make the arrays hold the newest values, if a device step holds newer ones."""

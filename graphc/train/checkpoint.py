@@ -7,7 +7,7 @@ trainer records (epoch, history).  Two properties matter more than anything:
 
 * A crash or Ctrl-C while writing never destroys the previous checkpoint: the
   file is written beside its destination, flushed to disk, then renamed over
-  it, which POSIX makes atomic.
+  it, which POSIX makes atomic (the file gets the permissions the umask gives).
 * Loading never unpickles.  ``np.load`` runs with ``allow_pickle=False`` and
   the metadata is JSON, so a checkpoint from an untrusted place cannot execute
   code; a file holding an object array is refused.
@@ -18,11 +18,10 @@ trainer records (epoch, history).  Two properties matter more than anything:
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
-import tempfile
+import tokenize
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ import numpy as np
 from graphc.errors import CheckpointError
 from graphc.runtime import memory_check
 from graphc.runtime.store import Store
+from graphc.train.run_folder import write_atomically
 
 FORMAT = 1
 _VARIABLE_PREFIX = "var/"
@@ -46,11 +46,13 @@ class Checkpoint:
     variables: dict[str, np.ndarray]
     rng_state: dict[str, Any]
     extra: dict[str, Any]  # what the writer chose to record (the trainer's progress)
+    device_counter: Optional[int] = None  # a GPU's random stream counter, when a step drew on one
 
 
 def save(path: Path, store: Store, extra: Mapping[str, Any]) -> None:
     """Write the store's variables, its generator state and ``extra`` (JSON-able) to ``path``."""
-    meta = {"format": FORMAT, "rng": store.rng.bit_generator.state, "extra": dict(extra)}
+    meta = {"format": FORMAT, "rng": store.rng.bit_generator.state, "extra": dict(extra),
+            "device_counter": None if store.device_counter is None else int(store.device_counter[0])}
     arrays = {_VARIABLE_PREFIX + name: value for name, value in store.values.items()}
     arrays[_META_KEY] = np.array(json.dumps(meta, default=_json_default))
     try:
@@ -68,17 +70,7 @@ def _json_default(value: Any) -> Any:
 
 
 def _write_atomically(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
-    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
-    try:
-        with handle:
-            np.savez(handle, **arrays)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(handle.name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(handle.name)
-        raise
+    write_atomically(path, lambda handle: np.savez(handle, **arrays), binary=True)
     _sync_directory(path.parent)
 
 
@@ -96,6 +88,18 @@ def _sync_directory(directory: Path) -> None:
         os.close(fd)
 
 
+def load_extra(path: Path) -> dict[str, Any]:
+    """The writer's record alone (progress, options, model), read without decompressing any array."""
+    headers = _read_headers(path)
+    _check_headers(path, headers, expected=None, arrays=False)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            entry = data[_META_KEY]
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError, zlib.error) as exc:
+        raise CheckpointError(f"{path} is not a readable checkpoint ({exc}); delete it to start afresh") from None
+    return _read_meta(path, entry)["extra"]
+
+
 def load(path: Path, expected: Optional[Mapping[str, Any]] = None) -> Checkpoint:
     """Read a checkpoint, checking every array's header before any data is decompressed.
 
@@ -110,13 +114,18 @@ def load(path: Path, expected: Optional[Mapping[str, Any]] = None) -> Checkpoint
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {key: data[key] for key in data.files}
-    except FileNotFoundError:
-        raise CheckpointError(f"no checkpoint at {path}") from None
     except (ValueError, OSError, zipfile.BadZipFile, EOFError, zlib.error) as exc:
         raise CheckpointError(f"{path} is not a readable checkpoint ({exc}); delete it to start afresh") from None
     meta = _read_meta(path, arrays.pop(_META_KEY, None))
     variables = {key[len(_VARIABLE_PREFIX):]: value for key, value in arrays.items()}
-    return Checkpoint(variables, meta["rng"], meta["extra"])
+    return Checkpoint(variables, meta["rng"], meta["extra"], _device_counter(path, meta.get("device_counter")))
+
+
+def _device_counter(path: Path, value: Any) -> Optional[int]:
+    if value is None or (isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**64):
+        return value
+    raise CheckpointError(f"{path} has a device random counter {value!r} that is not a 64-bit count; "
+                          f"it was edited or damaged")
 
 
 Header = tuple[tuple[int, ...], np.dtype]
@@ -145,12 +154,14 @@ def _read_headers(path: Path) -> dict[str, Header]:
     except CheckpointError:
         raise
     except (ValueError, OSError, zipfile.BadZipFile, EOFError, zlib.error, RuntimeError, NotImplementedError,
-            SyntaxError, TypeError) as exc:
+            SyntaxError, TypeError, tokenize.TokenError) as exc:  # TokenError: a header's braces unbalanced
         raise CheckpointError(f"{path} is not a readable checkpoint ({exc}); delete it to start afresh") from None
     return headers
 
 
-def _check_headers(path: Path, headers: Mapping[str, Header], expected: Optional[Mapping[str, Any]]) -> None:
+def _check_headers(path: Path, headers: Mapping[str, Header], expected: Optional[Mapping[str, Any]],
+                   arrays: bool = True) -> None:
+    """Every entry's kind; then, with ``arrays``, the variables against the model or the memory."""
     for key, (shape, dtype) in headers.items():
         if dtype.hasobject:
             raise CheckpointError(f"{path} holds pickled objects in '{key}', which graphc never writes and will "
@@ -162,6 +173,8 @@ def _check_headers(path: Path, headers: Mapping[str, Header], expected: Optional
         raise CheckpointError(f"{path} has no metadata entry of at most {MAX_META_BYTES // 2**20} MiB; "
                               f"it is not a graphc checkpoint")
     variables = {key[len(_VARIABLE_PREFIX):]: header for key, header in headers.items() if key != _META_KEY}
+    if not arrays:
+        return
     if expected is not None:
         check_matches(expected, {name: _Declared(*header) for name, header in variables.items()}, path)
         return
@@ -183,7 +196,7 @@ class _Declared:
 def _read_meta(path: Path, entry: Any) -> dict[str, Any]:
     try:
         meta = json.loads(str(entry[()]))
-    except (json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # ValueError: bad JSON, or an integer of thousands of digits
         raise CheckpointError(f"{path} has corrupt metadata ({exc}); delete it to start afresh") from None
     if not isinstance(meta, dict):
         raise CheckpointError(f"{path} has metadata that is not a record; it is not a graphc checkpoint")
@@ -204,6 +217,11 @@ def restore(store: Store, checkpoint: Checkpoint, source: Path) -> None:
     before anything is overwritten.
     """
     check_matches(store.values, checkpoint.variables, source)
+    for name, value in checkpoint.variables.items():
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            raise CheckpointError(f"checkpoint {source} holds NaN or infinite values in '{name}' "
+                                  f"({int(np.count_nonzero(~np.isfinite(value)))} of {value.size}): it cannot be "
+                                  f"trained on; resume from an earlier checkpoint or train afresh")
     rng = np.random.default_rng()
     try:
         rng.bit_generator.state = checkpoint.rng_state
@@ -212,6 +230,8 @@ def restore(store: Store, checkpoint: Checkpoint, source: Path) -> None:
                               f"it was edited or written by another program") from None
     store.load(checkpoint.variables)
     store.rng.bit_generator.state = rng.bit_generator.state
+    store.device_counter = (None if checkpoint.device_counter is None
+                            else np.array([checkpoint.device_counter], np.uint64))
 
 
 def check_matches(model: Mapping[str, np.ndarray], saved: Mapping[str, np.ndarray], source: Path) -> None:

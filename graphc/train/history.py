@@ -17,9 +17,10 @@ import json
 import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, BinaryIO, Callable, Optional, Sequence, TextIO
 
 from graphc.errors import GraphcError
+from graphc.train.run_folder import write_atomically
 
 TIMING_FIELDS = ("seconds", "examples_per_s")
 
@@ -86,12 +87,14 @@ class History:
         return to_html(self)
 
     def write(self, directory: Path) -> list[Path]:
-        """history.csv, history.json and history.png in ``directory``; returns their paths."""
-        writers = {directory / "history.csv": write_csv, directory / "history.json": write_json,
-                   directory / "history.png": plot}
-        for path, write in writers.items():
+        """history.csv, history.json and history.png in ``directory``, each written whole or not at
+        all (see :func:`graphc.train.run_folder.write_atomically`); returns their paths."""
+        writers: dict[Path, tuple[Callable[[History, Any], None], bool]] = {
+            directory / "history.csv": (write_csv, False), directory / "history.json": (write_json, False),
+            directory / "history.png": (plot, True)}
+        for path, (write, binary) in writers.items():
             try:
-                write(self, path)
+                write_atomically(path, lambda handle, write=write: write(self, handle), binary)
             except OSError as exc:
                 raise HistoryWriteError(f"cannot write {path}: {exc.strerror or exc}; check that the folder is "
                                         f"writable and the disk is not full (the checkpoint holds the "
@@ -99,21 +102,20 @@ class History:
         return list(writers)
 
 
-def write_json(history: History, path: Path) -> None:
-    path.write_text(json.dumps(history.to_dicts(), indent=1) + "\n")
+def write_json(history: History, handle: TextIO) -> None:
+    handle.write(json.dumps(history.to_dicts(), indent=1) + "\n")
 
 
-def write_csv(history: History, path: Path) -> None:
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=FIELDS)
-        writer.writeheader()
-        for row in history.to_dicts():
-            writer.writerow({k: "" if v is None else v for k, v in row.items()})
+def write_csv(history: History, handle: TextIO) -> None:
+    writer = csv.DictWriter(handle, fieldnames=FIELDS)
+    writer.writeheader()
+    for row in history.to_dicts():
+        writer.writerow({k: "" if v is None else v for k, v in row.items()})
 
 
-def plot(history: History, path: Path | io.StringIO) -> None:
-    """Loss curves on the left, accuracy (or a regression's mean absolute error) on the right; a
-    text buffer receives SVG."""
+def plot(history: History, handle: BinaryIO | io.StringIO) -> None:
+    """Loss curves on the left, accuracy (or a regression's mean absolute error) on the right: PNG
+    into a binary file, SVG into a text buffer."""
     # Imported here: matplotlib takes a noticeable fraction of a second to load,
     # which ``graphc show`` and library users who never plot should not pay.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -130,7 +132,7 @@ def plot(history: History, path: Path | io.StringIO) -> None:
         _curves(accuracy_axes, history, {"val_accuracy": "validation", "test_accuracy": "test"}, "accuracy")
     for axes in (loss_axes, accuracy_axes):
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-    figure.savefig(path, dpi=100, format="svg" if isinstance(path, io.StringIO) else None)
+    figure.savefig(handle, dpi=100, format="svg" if isinstance(handle, io.StringIO) else "png")
 
 
 def to_html(history: History) -> str:

@@ -5,7 +5,8 @@ and build layers in loops; graphc only asks that it define ``model``
 (``model(x, training) -> output node``) and optionally ``loss(output, y)`` and
 a ``defaults`` dict of trainer options.  It is executed as a module whose
 ``__file__`` is the real path, so every node it builds records the user's own
-line, which is what error messages point at.  Python errors in the file
+line, which is what error messages point at; modules in the file's own folder
+import, as they would under ``python model.py``.  Python errors in the file
 other than syntax errors keep their traceback, which ends at the user's line;
 a file that is not Python source (a syntax error without a line), or that
 exits while loading, is refused in one line.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -63,6 +65,11 @@ def load_model_file(path: str | Path) -> ModelFile:
 
 
 def _execute(path: Path) -> dict[str, Any]:
+    # As `python model.py` would: modules beside the file import (the `graphc` command's own folder
+    # is first on the path, not the model's).
+    folder = str(path.resolve().parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
     module_name = "graphc_model_" + re.sub(r"\W", "_", path.stem)
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:

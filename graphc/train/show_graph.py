@@ -21,7 +21,7 @@ from graphc.errors import DTypeError, ShapeError
 from graphc.ir.node import Node
 from graphc.runtime.step import CompiledStep
 from graphc.train.model_file import ModelFile
-from graphc.train.trainer import (ConfigError, TrainConfig, load_splits, make_optimizer, model_loss,
+from graphc.train.trainer import (MAX_SIZE, ConfigError, TrainConfig, load_splits, make_optimizer, model_loss,
                                   model_output)
 
 FASHION_MNIST_SHAPE = (784,)
@@ -34,9 +34,9 @@ def parse_shape(text: str) -> tuple[int, ...]:
         shape = tuple(int(part) for part in text.replace("x", ",").split(","))
     except ValueError:
         shape = ()
-    if not shape or any(d < 1 for d in shape):
+    if not shape or any(not 1 <= d <= MAX_SIZE for d in shape):
         raise ConfigError(f"--input-shape {text!r} is not a shape: give one example's sizes, "
-                          f"such as 784 or 28,28")
+                          f"such as 784 or 28,28 (each from 1 to {MAX_SIZE})")
     return shape
 
 

@@ -9,7 +9,9 @@ generator, which a checkpoint saves whole.  A stop signal (Ctrl-C's SIGINT,
 a scheduler's SIGTERM, a closed terminal's SIGHUP) is therefore honoured
 between two steps, never inside one (a step writes many variables in turn):
 the first asks the loop to checkpoint the state after the current batch and
-stop, a second interrupts at once.
+stop, a second interrupts at once.  Under ``mpirun`` the signal may reach one
+rank only: the ranks' requests ride in the step's allreduce, so all of them
+stop after the same step, and rank 0 writes the state they share.
 
 A run is a classification (accuracy is reported) or a regression (mean
 squared and absolute errors are): the ``task`` option says which, else the
@@ -29,7 +31,7 @@ import signal
 import threading
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from itertools import islice
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
@@ -47,10 +49,12 @@ from graphc.ir.graph import toposort
 from graphc.ir.node import Node
 from graphc.ir.shapes import fmt
 from graphc.parallel import Communicator
-from graphc.parallel.replicas import broadcast_variables, check_replicas, shards
+from graphc.parallel.communicator import batch_rows
+from graphc.parallel.replicas import broadcast_variables, check_agreement, check_replicas, shards
+from graphc.program import STOP_INPUT, STOP_OUTPUT
 from graphc.runtime import memory_check, numerics
 from graphc.runtime.store import Store
-from graphc.train import checkpoint, data_checks, run_folder
+from graphc.train import checkpoint, data_checks, fingerprint, run_folder
 from graphc.train.history import EpochRecord, History
 from graphc.train.progress import Progress, is_integer, is_number, read_progress
 
@@ -58,6 +62,7 @@ Model = Callable[..., Node]
 Loss = Callable[[Node, Node], Node]
 Log = Callable[[str], None]
 
+MAX_SIZE = 2**31 - 1  # the largest batch, limit or dimension taken from a user: NumPy's C sizes hold it
 CHECKPOINT_NAME = "checkpoint.npz"
 BEST_NAME = "best.npz"
 EVAL_BATCH = 10_000  # rows per evaluation call, which bounds its memory
@@ -121,8 +126,8 @@ class TrainConfig:
                  f"lr must be a positive number, got {self.lr!r}")
         _require(is_number(self.lr_decay) and 0 < self.lr_decay < math.inf,
                  f"lr_decay must be a positive number, got {self.lr_decay!r}")
-        _require(is_integer(self.batch_size) and self.batch_size >= 1,
-                 f"batch_size must be an integer >= 1, got {self.batch_size!r}")
+        _require(is_integer(self.batch_size) and 1 <= self.batch_size <= MAX_SIZE,
+                 f"batch_size must be an integer from 1 to {MAX_SIZE}, got {self.batch_size!r}")
         _require(is_integer(self.epochs) and self.epochs >= 1,
                  f"epochs must be an integer >= 1, got {self.epochs!r}")
         _require(is_integer(self.seed) and self.seed >= 0, f"seed must be an integer >= 0, got {self.seed!r}")
@@ -217,8 +222,8 @@ def load_splits(dataset: str, data_dir: Optional[str], val_fraction: float, seed
     (before the validation split); the test set is always whole."""
     if dataset not in DATASETS:
         raise ConfigError(f"unknown data set '{dataset}'; choose one of {', '.join(DATASETS)}")
-    if limit is not None and limit < 2:
-        raise ConfigError(f"limit must be at least 2 examples, got {limit}")
+    if limit is not None and not 2 <= limit <= MAX_SIZE:
+        raise ConfigError(f"limit must be from 2 to {MAX_SIZE} examples, got {limit}")
     data = DATASETS[dataset](data_dir)
     x, y = data.x_train[:limit], data.y_train[:limit]
     x_train, y_train, x_val, y_val = train_val_split(x, y, val_fraction, seed)
@@ -308,9 +313,12 @@ class _DeferredInterrupt:
         return self.signum is not None
 
     def __enter__(self) -> "_DeferredInterrupt":
+        """Catch the stop signals, except those the process was told to ignore: ``nohup`` ignores
+        SIGHUP so that the run outlives its terminal, and it must."""
         if threading.current_thread() is threading.main_thread():
             for signum in STOP_SIGNALS:
-                self._previous[signum] = signal.signal(signum, self._request)
+                if signal.getsignal(signum) is not signal.SIG_IGN:
+                    self._previous[signum] = signal.signal(signum, self._request)
         return self
 
     def _request(self, signum: int, frame: Any) -> None:
@@ -320,10 +328,10 @@ class _DeferredInterrupt:
         self.signum = signum
 
     def interrupted(self, where: str, path: Path) -> "TrainingInterrupted":
-        assert self.signum is not None
-        name = signal.Signals(self.signum).name
-        return TrainingInterrupted(f"{name}: stopped {where}; the checkpoint {path} holds that state exactly, "
-                                   f"continue with --resume", self.signum)
+        """The stop to raise; on a rank that got no signal, another rank's request stops it."""
+        cause = signal.Signals(self.signum).name if self.signum is not None else "another rank was asked to stop"
+        return TrainingInterrupted(f"{cause}: stopped {where}; the checkpoint {path} holds that state exactly, "
+                                   f"continue with --resume", self.signum or signal.SIGINT)
 
     def __exit__(self, *exc: Any) -> None:
         for signum, previous in self._previous.items():
@@ -374,13 +382,25 @@ class Trainer:
         data_checks.check_model_fits(train_output, x, self.data.named())
         self.summary = describe_model(model, x, train_output)
         optimizer = make_optimizer(self.config, steps_per_epoch=len(self.batches))
-        self.step = compile_graph(model_loss(loss, train_output, y), optimizer, state=self.store,
-                                  backend=self.config.backend, ranks=self.comm.size)
+        self._check_lr_fits(train_output.dtype)
+        train_loss = model_loss(loss, train_output, y)
+        self.model_text = fingerprint.model_text(train_loss)
+        self.step_dtype = train_loss.dtype
+        step_outputs = train_loss if self.comm.size == 1 else {"loss": train_loss}  # and the ranks' stop requests
+        self.step = compile_graph(step_outputs, optimizer, state=self.store, backend=self.config.backend,
+                                  ranks=self.comm.size)
         eval_output = model_output(model, x, training=False)
         self.evaluate_step = compile_graph({"output": eval_output, "loss": model_loss(loss, eval_output, y)},
                                            state=self.store, backend=self.config.backend)
         if self.config.check_numerics:
             self.step, self.evaluate_step = numerics.checked(self.step), numerics.checked(self.evaluate_step)
+
+    def _check_lr_fits(self, dtype: str) -> None:
+        """A learning rate the parameters' float type cannot hold fails deep in the graph: say so here."""
+        lr = base_lr(self.config)
+        if dtypes.is_float(dtype) and lr > float(np.finfo(dtype).max):
+            raise ConfigError(f"lr={lr:g} does not fit {dtype}, the type of the model's parameters (largest "
+                              f"{float(np.finfo(dtype).max):.3g}); choose a smaller --lr")
 
     def lr_of_epoch(self, epoch: int) -> float:
         """The learning rate during epoch ``epoch`` (counted from 0)."""
@@ -401,6 +421,8 @@ class Trainer:
 
     def _run(self, resume: bool) -> TrainResult:
         self.log(self.summary)
+        check_agreement(self.comm, {"model": self.model_text, "data": json.dumps(self._data_record()),
+                                    "options": json.dumps(self.config.replay_key(), sort_keys=True)})
         self._initialize_variables()
         progress, history = self._resume() if resume else (Progress(), History())
         broadcast_variables(self.store, self.comm)
@@ -408,7 +430,7 @@ class Trainer:
             while progress.epoch < self.config.epochs and not self._should_stop(history):
                 self._train_epoch(progress, history, interrupt)
                 progress = self._finish_epoch(progress, history)
-                if interrupt.requested:
+                if self._stop_agreed(interrupt.requested):
                     raise interrupt.interrupted(f"after epoch {progress.epoch}", self.checkpoint_path)
         return self._result(history)
 
@@ -428,9 +450,10 @@ class Trainer:
         with tqdm(total=len(self.batches), initial=progress.batch, unit="batch", leave=False,
                   desc=f"epoch {epoch + 1}/{self.config.epochs}", disable=not self.progress_bar) as bar:
             tick = time.perf_counter()
-            for xb, yb in remaining:
+            for xb, yb, window in remaining:
                 try:
-                    loss = float(self.step(x=xb, y=yb))
+                    with batch_rows(*window):  # random draws of the whole batch: ranks draw as one process
+                        loss, stop = self._take_step(xb, yb, interrupt.requested)
                 except numerics.NonFiniteError as exc:
                     raise TrainingError(f"in epoch {epoch + 1}, batch {progress.batch + 1}: {exc}") from None
                 now = time.perf_counter()
@@ -439,10 +462,31 @@ class Trainer:
                 bar.update()
                 bar.set_postfix(loss=f"{progress.loss_sum / progress.examples:.4f}",
                                 ex_per_s=f"{progress.examples / progress.seconds:,.0f}", refresh=False)
-                if interrupt.requested:
-                    self._save_checkpoint(progress, history)
+                if stop:
+                    self._save_checkpoint(self._whole_progress(progress), history)
+                    self.comm.share(None)  # the others wait for the file: a rank that ends, ends the job
                     raise interrupt.interrupted(f"in epoch {epoch + 1} after batch {progress.batch}",
                                                 self.checkpoint_path)
+
+    def _take_step(self, x: np.ndarray, y: np.ndarray, stop_requested: bool) -> tuple[float, bool]:
+        """One train step: its loss, and whether the run stops after it.  Over several ranks the
+        step's allreduce sums their stop requests, so every rank gets the same answer after the
+        same step, whichever rank the signal reached."""
+        if self.comm.size == 1:
+            return float(self.step(x=x, y=y)), stop_requested
+        flag = np.array(float(stop_requested), dtype=self.step_dtype)
+        result = self.step(x=x, y=y, **{STOP_INPUT: flag})
+        return float(result["loss"]), float(result[STOP_OUTPUT]) > 0
+
+    def _whole_progress(self, progress: Progress) -> Progress:
+        """The progress over every rank's examples, as a checkpoint records it (rank 0 resumes
+        with the sums, the others from zero)."""
+        loss_sum, examples = self.comm.allreduce(np.array([progress.loss_sum, progress.examples]), "sum")
+        return replace(progress, loss_sum=float(loss_sum), examples=int(examples))
+
+    def _stop_agreed(self, requested: bool) -> bool:
+        """Whether any rank was asked to stop (a signal that came between steps)."""
+        return bool(self.comm.allreduce(np.array([float(requested)]), "sum")[0] > 0)
 
     def _account(self, progress: Progress, loss: float, examples: int, seconds: float) -> None:
         self._check_loss("training loss", loss, progress.epoch, f", batch {progress.batch + 1}")
@@ -520,7 +564,8 @@ class Trainer:
     # ---- checkpoints ------------------------------------------------------------
     def _progress_extra(self, progress: Progress, history: History) -> dict[str, Any]:
         return {"progress": asdict(progress), "history": history.to_dicts(),
-                "config": self.config.replay_key(), "data": self._data_record(), "ranks": self.comm.size}
+                "config": self.config.replay_key(), "data": self._data_record(), "ranks": self.comm.size,
+                "model": {"fingerprint": fingerprint.digest(self.model_text), "text": self.model_text}}
 
     def _data_record(self) -> dict[str, Any]:
         return {**self.data.sizes(), "fingerprint": self.data_fingerprint}
@@ -538,18 +583,21 @@ class Trainer:
         path = self.checkpoint_path
         if not path.exists():
             raise CheckpointError(f"nothing to resume: {path} does not exist; train without --resume to start")
+        self._check_same_run(checkpoint.load_extra(path), path)  # options and model first: they explain the rest
         saved = checkpoint.load(path, expected=self.store.values)
-        self._check_same_run(saved.extra, path)
         if saved.extra.get("ranks", 1) != self.comm.size:
             raise CheckpointError(f"{path} was written by a run on {saved.extra.get('ranks', 1)} ranks, and this "
                                   f"one has {self.comm.size}; resume with the same number of processes (mpirun -n)")
         progress, history = read_progress(saved.extra, len(self.batches), path)
+        if not self.leader:  # the checkpoint holds every rank's sums: rank 0 carries them on
+            progress = replace(progress, loss_sum=0.0, examples=0)
         checkpoint.restore(self.store, saved, path)
         self.log(f"resuming from {path}: {progress.epoch} epochs done"
                  + (f", {progress.batch} batches into the next" if progress.batch else ""))
         return progress, history
 
     def _check_same_run(self, extra: Mapping[str, Any], path: Path) -> None:
+        self._check_same_model(extra.get("model"), path)
         then_data = extra.get("data")
         if not isinstance(then_data, dict) or then_data.get("fingerprint") != self.data_fingerprint:
             then = then_data.get("fingerprint") if isinstance(then_data, dict) else None
@@ -568,6 +616,21 @@ class Trainer:
                         f"{path} was written with {what} {key}={then.get(key)!r} but this run has "
                         f"{key}={now.get(key)!r}; a resumed run must repeat the original options "
                         f"(only epochs, max_loss and check_numerics may change)")
+
+    def _check_same_model(self, then: Any, path: Path) -> None:
+        """The checkpoint's model must be this one: the same forward graph, loss and parameters."""
+        if then is None:  # written before checkpoints recorded their model
+            self.log(f"warning: {path} does not record its model, so resuming cannot check that it is this one")
+            return
+        if not isinstance(then, dict) or not isinstance(then.get("text"), str):
+            raise CheckpointError(f"{path} has a damaged 'model' record; delete it to start afresh")
+        if then.get("fingerprint") == fingerprint.digest(self.model_text):
+            return
+        old, new = fingerprint.first_difference(then["text"], self.model_text)
+        raise CheckpointError(f"{path} was written by another model; the first difference in its forward graph "
+                              f"(graphc show --view forward):\n  then: {old or '(nothing)'}\n  now:  "
+                              f"{new or '(nothing)'}\nresume with the model that wrote it, or train afresh "
+                              f"with --overwrite")
 
     def _result(self, history: History) -> TrainResult:
         best = history.best_epoch(self.config.monitor)

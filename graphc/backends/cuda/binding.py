@@ -68,9 +68,8 @@ class DeviceStep:
             device.upload(self.region(name), value)
         for name, length in program.ones.items():
             device.upload(self.region(name), np.ones(length.resolve(symbols), program.regions[name].dtype))
-        if program.rng:
-            seed = store.rng.integers(0, 2**63, dtype=np.uint64) if store is not None else np.uint64(0)
-            device.upload(self.region(program.rng), np.array([seed], np.uint64))
+        # The random stream's counter is a variable like the others: uploaded with them, fetched with them.
+        self.counter = store.counter() if program.rng and store is not None else None
         self.calls = [self._call(step) for step in program.steps]
         self.replay: Callable[[], None] | None = None
         self.results = [(name, np.empty(resolve(view.shape, symbols), view.dtype), self.address(view))
@@ -116,6 +115,8 @@ class DeviceStep:
         for var, view in self.program.variables:
             if view.region not in self.host_arenas:
                 self.device.upload(self.address(view), np.ascontiguousarray(self.host_variables[var.name], var.dtype))
+        if self.counter is not None:
+            self.device.upload(self.region(self.program.rng), self.counter)
 
     def launch(self, *inputs: np.ndarray) -> None:
         """Copy the inputs in and run the step, without waiting for it; until the next call fetches
@@ -162,6 +163,8 @@ class DeviceStep:
             for var, view in self.program.variables:
                 if view.region in self.program.written and view.region not in self.host_arenas:
                     self.device.download(self.host_variables[var.name], self.address(view))
+            if self.counter is not None:
+                self.device.download(self.counter, self.region(self.program.rng))
             self.device.synchronize()
             if getattr(self.store, "ahead", None) is self:
                 self.store.ahead = None
