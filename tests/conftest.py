@@ -6,9 +6,11 @@ The seed is printed in the header; ``python -m pytest --hypothesis-seed=SEED``
 replays a failing build.  Locally, draws vary from run to run.
 
 Every compile in the suite (subprocesses included) checks its memory plan with
-the verifier of :mod:`graphc.passes.plan_check`.
+the verifier of :mod:`graphc.passes.plan_check`.  SIGINT gets Python's handler
+even when the suite was started with it ignored (below).
 """
 import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -16,6 +18,12 @@ import pytest
 from hypothesis import settings
 
 os.environ.setdefault("GRAPHC_VERIFY_PLAN", "1")
+
+# Tests send themselves Ctrl-C's SIGINT, which a shell running the suite in the background
+# (`pytest &`, a script under nohup) hands down ignored; the trainer rightly leaves an ignored
+# signal ignored, so take Python's own handler back.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 settings.register_profile("ci", database=None, print_blob=True)
 if os.environ.get("CI"):
