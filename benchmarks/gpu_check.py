@@ -39,7 +39,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import graphc as gc  # noqa: E402  (must import: the check fails here, loudly, if it does not)
-from graphc import nn, optim  # noqa: E402
+from graphc import optim  # noqa: E402
+from graphc.testing.models import device_check_mlp  # noqa: E402
 
 FLOAT32_GAP = 2e-3  # the relative difference to allow after 20 float32 steps (docs/gpu.md, "Float semantics")
 
@@ -100,16 +101,6 @@ def nvrtc(args: argparse.Namespace) -> dict[str, Any]:
     return {"options": list(NVRTC_OPTIONS), "seconds_per_unit": seconds}
 
 
-def _mlp(backend: str, noise: float = 0.0) -> gc.CompiledStep:
-    x = gc.input("x", (None, 784))
-    y = gc.input("y", (None,), dtype="int32")
-    layers = [nn.Dense(256, init="he"), nn.relu, nn.BatchNorm(), nn.Dense(128, init="he"), nn.tanh,
-              nn.Dense(10, init="he")]
-    if noise:
-        layers.insert(0, nn.GaussianNoise(noise))
-    return gc.compile(gc.softmax_cross_entropy(nn.Sequential(*layers)(x), y), optim.Momentum(0.05), backend=backend)
-
-
 def _batches(count: int, batch: int, seed: int = 3) -> list[tuple[np.ndarray, np.ndarray]]:
     rng = np.random.default_rng(seed)
     return [(rng.standard_normal((batch, 784)).astype(np.float32), rng.integers(0, 10, batch).astype(np.int32))
@@ -127,7 +118,7 @@ def mlp(args: argparse.Namespace) -> dict[str, Any]:
         os.environ["GRAPHC_CUDA_GRAPHS"] = graphs
         for batch in args.batches:
             gc.cache.clear()
-            device, cpu = _mlp(args.backend), _mlp("numpy")
+            device, cpu = device_check_mlp(args.backend), device_check_mlp("numpy")
             loss_gap = 0.0
             for x, y in _batches(20, batch):
                 loss_gap = max(loss_gap, _relative(device(x=x, y=y), cpu(x=x, y=y)))
@@ -140,10 +131,10 @@ def mlp(args: argparse.Namespace) -> dict[str, Any]:
 
 def noise(args: argparse.Namespace) -> dict[str, Any]:
     gc.cache.clear()
-    replayed = _mlp(args.backend, noise=0.1)
+    replayed = device_check_mlp(args.backend, noise=0.1)
     os.environ["GRAPHC_CUDA_GRAPHS"] = "0"
     gc.cache.clear()
-    eager = _mlp(args.backend, noise=0.1)
+    eager = device_check_mlp(args.backend, noise=0.1)
     os.environ.pop("GRAPHC_CUDA_GRAPHS", None)
     pairs = [(float(replayed(x=x, y=y)), float(eager(x=x, y=y))) for x, y in _batches(8, 64)]
     x, y = _batches(1, 64)[0]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import graphc as gc
-from graphc import nn, optim
+from graphc.testing.models import device_check_mlp
 
 
 def _device_count() -> int:
@@ -25,17 +25,6 @@ def _device_count() -> int:
 pytestmark = pytest.mark.skipif(_device_count() == 0, reason="no CUDA device (or no CuPy)")
 
 
-def _mlp(backend: str, noise: float = 0.0) -> gc.compile:
-    x = gc.input("x", (None, 784))
-    y = gc.input("y", (None,), dtype="int32")
-    layers = [nn.Dense(256, init="he"), nn.relu, nn.BatchNorm(), nn.Dense(128, init="he"), nn.tanh,
-              nn.Dense(10, init="he")]
-    if noise:
-        layers.insert(0, nn.GaussianNoise(noise))
-    return gc.compile(gc.softmax_cross_entropy(nn.Sequential(*layers)(x), y), optim.Momentum(0.05),
-                      backend=backend)
-
-
 def _batches(count: int, batch: int) -> list[tuple[np.ndarray, np.ndarray]]:
     rng = np.random.default_rng(3)
     return [(rng.standard_normal((batch, 784)).astype(np.float32), rng.integers(0, 10, batch).astype(np.int32))
@@ -44,7 +33,7 @@ def _batches(count: int, batch: int) -> list[tuple[np.ndarray, np.ndarray]]:
 
 @pytest.mark.parametrize("batch", [7, 128, 1024])
 def test_gpu_steps_match_the_numpy_backend(batch: int) -> None:
-    gpu, cpu = _mlp("cupy"), _mlp("numpy")
+    gpu, cpu = device_check_mlp("cupy"), device_check_mlp("numpy")
     for x, y in _batches(30, batch):
         np.testing.assert_allclose(gpu(x=x, y=y), cpu(x=x, y=y), rtol=2e-4, atol=1e-5)
     for name, value in cpu.state.values.items():
@@ -52,17 +41,17 @@ def test_gpu_steps_match_the_numpy_backend(batch: int) -> None:
 
 
 def test_graph_replay_gives_what_eager_launches_give(monkeypatch: pytest.MonkeyPatch) -> None:
-    replayed = _mlp("cupy", noise=0.1)
+    replayed = device_check_mlp("cupy", noise=0.1)
     monkeypatch.setenv("GRAPHC_CUDA_GRAPHS", "0")
     gc.cache.clear()
-    eager = _mlp("cupy", noise=0.1)
+    eager = device_check_mlp("cupy", noise=0.1)
     for x, y in _batches(10, 64):
         assert float(replayed(x=x, y=y)) == float(eager(x=x, y=y))
 
 
 def test_launch_queues_steps_and_the_next_call_fetches_the_state() -> None:
     import cupy
-    launched, called = _mlp("cupy"), _mlp("cupy")
+    launched, called = device_check_mlp("cupy"), device_check_mlp("cupy")
     batches = _batches(6, 256)
     for x, y in batches[:-1]:
         launched.launch(x=cupy.asarray(x), y=cupy.asarray(y))

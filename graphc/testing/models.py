@@ -70,3 +70,20 @@ def course_models(draw: Draw, dtype: str = "float64") -> CourseModel:
         loss = loss + decay * nn.l2(net)
         parts.append("weight decay")
     return CourseModel(loss, layers, ", ".join(parts))
+
+
+def device_check_mlp(backend: str, noise: float = 0.0) -> Any:
+    """The train step the GPU checks compare across backends (``tests/test_cuda_gpu.py`` and
+    ``benchmarks/gpu_check.py``): 784-256-128-10 with ReLU, batch norm and tanh, Momentum, and
+    Gaussian noise on the input when ``noise`` is given (the device's random stream)."""
+    from graphc import compile as compile_graph
+    from graphc import optim
+
+    x = ops.input("x", (None, 784))
+    y = ops.input("y", (None,), dtype="int32")
+    layers = [nn.Dense(256, init="he"), nn.relu, nn.BatchNorm(), nn.Dense(128, init="he"), nn.tanh,
+              nn.Dense(10, init="he")]
+    if noise:
+        layers.insert(0, nn.GaussianNoise(noise))
+    return compile_graph(composites.softmax_cross_entropy(nn.Sequential(*layers)(x), y), optim.Momentum(0.05),
+                         backend=backend)
