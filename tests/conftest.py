@@ -6,24 +6,18 @@ The seed is printed in the header; ``python -m pytest --hypothesis-seed=SEED``
 replays a failing build.  Locally, draws vary from run to run.
 
 Every compile in the suite (subprocesses included) checks its memory plan with
-the verifier of :mod:`graphc.passes.plan_check`.  SIGINT gets Python's handler
-even when the suite was started with it ignored (below).
+the verifier of :mod:`graphc.passes.plan_check`.
 """
 import os
 import signal
 import subprocess
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 from hypothesis import settings
 
 os.environ.setdefault("GRAPHC_VERIFY_PLAN", "1")
-
-# Tests send themselves Ctrl-C's SIGINT, which a shell running the suite in the background
-# (`pytest &`, a script under nohup) hands down ignored; the trainer rightly leaves an ignored
-# signal ignored, so take Python's own handler back.
-if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 settings.register_profile("ci", database=None, print_blob=True)
 if os.environ.get("CI"):
@@ -66,3 +60,19 @@ def c_kernels_must_build(monkeypatch: pytest.MonkeyPatch) -> None:
         return functions
 
     monkeypatch.setattr(c_kernels, "build", build)
+
+
+@pytest.fixture
+def stop_signals_heard() -> Iterator[None]:
+    """The stop signals as an interactive shell gives them, for a test that sends them (to itself or
+    to a process it starts): a suite run in the background or under ``nohup`` gets SIGINT or SIGHUP
+    ignored, which the trainer rightly leaves ignored."""
+    heard = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL, signal.SIGHUP: signal.SIG_DFL}
+    ignored = [signum for signum in heard if signal.getsignal(signum) is signal.SIG_IGN]
+    for signum in ignored:
+        signal.signal(signum, heard[signum])
+    try:
+        yield
+    finally:
+        for signum in ignored:
+            signal.signal(signum, signal.SIG_IGN)

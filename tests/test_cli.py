@@ -18,6 +18,8 @@ from graphc.train import trainer as trainer_module
 from support import needs_fashion_mnist
 from test_train import InterruptingBatches
 
+pytestmark = pytest.mark.usefixtures("stop_signals_heard")  # they send stop signals
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 

@@ -34,6 +34,8 @@ from graphc.testing import check_grads
 from graphc.train import ConfigError, Splits, TrainConfig, Trainer
 from support import needs_fashion_mnist
 
+pytestmark = pytest.mark.usefixtures("stop_signals_heard")  # they send stop signals
+
 HERE = Path(__file__).parent
 MLP = str(HERE.parent / "examples" / "mlp.py")
 needs_mpirun = pytest.mark.skipif(shutil.which("mpirun") is None,

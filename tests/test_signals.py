@@ -16,6 +16,8 @@ from graphc.train import checkpoint
 
 from support import tiny_fashion_mnist
 
+pytestmark = pytest.mark.usefixtures("stop_signals_heard")  # they send stop signals
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

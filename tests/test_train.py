@@ -27,6 +27,8 @@ from graphc.train import ConfigError, History, Splits, TrainConfig, Trainer, Tra
 from graphc.train import trainer as trainer_module
 from graphc.train.history import TIMING_FIELDS, HistoryWriteError
 
+pytestmark = pytest.mark.usefixtures("stop_signals_heard")  # they send stop signals
+
 FEATURES, CLASSES = 12, 3
 
 
