@@ -161,8 +161,9 @@ def apply(source: str, mutant: Mutant) -> str:
     return (data[:start] + mutant.replacement.encode() + data[end:]).decode()
 
 
-def run_tests(copy: Path, tests: list[str], timeout: float) -> tuple[bool, str]:
-    """Whether the tests fail in ``copy`` (the mutant is killed), and the first failure."""
+def run_tests(copy: Path, tests: list[str], timeout: float, verbose: bool = False) -> tuple[bool, str]:
+    """Whether the tests fail in ``copy`` (the mutant is killed), and the first failure (with
+    ``verbose``, the whole report)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(copy), os.environ.get("PYTHONPATH")]))}
     command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-p", "no:randomly", *tests]
     try:
@@ -171,7 +172,7 @@ def run_tests(copy: Path, tests: list[str], timeout: float) -> tuple[bool, str]:
         return True, f"timed out after {timeout:.0f} s"
     lines = result.stdout.strip().splitlines()
     failed = next((line for line in lines if line.startswith(("FAILED", "ERROR"))), lines[-1] if lines else "")
-    return result.returncode != 0, failed
+    return result.returncode != 0, (result.stdout + result.stderr if verbose else failed)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -208,7 +209,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         copy = Path(folder) / "repo"
         shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns(".git", "__pycache__", "*.egg-info", ".runs"))
         target = copy / args.module
-        broken, failure = run_tests(copy, args.tests, args.timeout)
+        broken, failure = run_tests(copy, args.tests, args.timeout, verbose=True)
         if broken:
             print(f"the tests fail without a mutant: {failure}", file=sys.stderr)
             return 1
