@@ -186,3 +186,13 @@ def test_a_run_under_nohup_is_not_stopped_by_a_hangup(tiny_run: tuple[list[str],
         process.kill()
     assert process.returncode == 0, err
     assert json.loads((out / "history.json").read_text())[-1]["epoch"] == 3
+
+
+def test_the_largest_batch_and_limit_are_accepted_and_one_more_is_refused() -> None:
+    from graphc.train.trainer import MAX_SIZE, TrainConfig, load_splits
+    assert MAX_SIZE == 2**31 - 1
+    TrainConfig(batch_size=MAX_SIZE).validate()
+    with pytest.raises(ConfigError, match=f"batch_size must be an integer from 1 to {MAX_SIZE}, got {MAX_SIZE + 1}"):
+        TrainConfig(batch_size=MAX_SIZE + 1).validate()
+    with pytest.raises(ConfigError, match=f"limit must be from 2 to {MAX_SIZE} examples, got {MAX_SIZE + 1}"):
+        load_splits("fashion-mnist", "/nonexistent", 0.1, 0, MAX_SIZE + 1)
