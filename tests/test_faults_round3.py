@@ -196,3 +196,10 @@ def test_the_largest_batch_and_limit_are_accepted_and_one_more_is_refused() -> N
         TrainConfig(batch_size=MAX_SIZE + 1).validate()
     with pytest.raises(ConfigError, match=f"limit must be from 2 to {MAX_SIZE} examples, got {MAX_SIZE + 1}"):
         load_splits("fashion-mnist", "/nonexistent", 0.1, 0, MAX_SIZE + 1)
+
+
+def test_the_largest_float32_is_a_learning_rate_float32_parameters_hold(tmp_path: Path) -> None:
+    largest = float(np.finfo(np.float32).max)
+    assert make_trainer(tmp_path, epochs=1, lr=largest).config.lr == largest  # absurd, but it fits
+    with pytest.raises(ConfigError, match="does not fit float32"):
+        make_trainer(tmp_path, epochs=1, lr=largest * 1.0001)

@@ -494,12 +494,55 @@ class Follower(Communicator):
         return self.record if value is None else value
 
 
-def test_a_rank_other_than_0_writes_no_file(tmp_path: Path) -> None:
+def test_a_rank_other_than_0_writes_and_prints_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     leader = make_trainer(tmp_path / "leader", epochs=1)
     record = leader.run().history.to_dicts()[0]
     config = TrainConfig.from_options({"optimizer": "adam", "lr": 0.01, "lr_decay": 0.9, "batch_size": 32,
                                        "epochs": 1, "seed": 7})
-    follower = Trainer(noisy_bn_net(), splits(), config, tmp_path / "follower", log=lambda line: None,
-                       progress_bar=False, communicator=Follower(record))
+    follower = Trainer(noisy_bn_net(), splits(), config, tmp_path / "follower", communicator=Follower(record))
     assert len(follower.run().history) == 1
     assert not (tmp_path / "follower").exists()
+    assert capsys.readouterr() == ("", "")  # no summary, no epoch line, no progress bar
+
+
+def test_rank_0_prints_its_summary_epochs_and_progress_bar_by_default(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    config = TrainConfig.from_options({"batch_size": 32, "epochs": 1})
+    Trainer(noisy_bn_net(), splits(), config, tmp_path).run()
+    out, err = capsys.readouterr()
+    assert "trainable parameters: 291" in out and "epoch 1/1  lr 0.01  train loss" in out
+    assert "epoch 1/1:" in err and "0/8" in err  # tqdm's bar
+
+
+def test_a_config_made_directly_is_validated_by_the_trainer(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="epochs must be an integer >= 1, got 0"):
+        Trainer(noisy_bn_net(), splits(), TrainConfig(epochs=0), tmp_path)
+
+
+def test_a_loss_with_the_wrong_parameters_is_named(tmp_path: Path) -> None:
+    with pytest.raises(gc.GraphcError, match=r"loss\(output, y\)"):
+        make_trainer(tmp_path, epochs=1, loss=lambda output: gc.mean(output))
+
+
+@pytest.mark.parametrize("option, good, bad", [
+    ("lr", [None, 1e-9, 5.0], [0.0, -1.0, float("inf"), float("nan"), "fast", True]),
+    ("lr_decay", [1e-9, 1.0, 2.0], [0.0, -0.5, float("inf"), float("nan"), None]),
+    ("batch_size", [1, 2**31 - 1], [0, 2**31, 1.5, "32", True]),
+    ("epochs", [1, 1000], [0, -1, 2.0, None]),
+    ("seed", [0, 2**40], [-1, 0.5, "7"]),
+    ("val_fraction", [0.0, 0.5, 0.999], [1.0, -0.1, float("nan"), "0.1"]),
+    ("patience", [None, 1], [0, -2, 1.5]),
+    ("monitor", ["val_loss", "val_mae"], ["loss", "val_f1", None]),
+    ("task", [None, "regression"], ["clustering", 1]),
+    ("optimizer", ["sgd", "Adam"], ["lbfgs", 3]),
+    ("optimizer_options", [{}, {"beta1": 0.8}], [[], "beta1=0.8"]),
+    ("backend", ["numpy", "cuda-emulator"], ["tpu", None]),
+    ("max_loss", [1.0, 1e30], [0.0, -5.0, float("nan"), "big"]),
+    ("check_numerics", [True, False], [1, "yes", None]),
+])
+def test_every_option_is_checked_at_its_bounds(option: str, good: list[Any], bad: list[Any]) -> None:
+    for value in good:
+        TrainConfig(**{option: value}).validate()
+    for value in bad:
+        with pytest.raises(ConfigError, match=f"{option} must"):
+            TrainConfig(**{option: value}).validate()
