@@ -519,9 +519,14 @@ def test_a_config_made_directly_is_validated_by_the_trainer(tmp_path: Path) -> N
         Trainer(noisy_bn_net(), splits(), TrainConfig(epochs=0), tmp_path)
 
 
-def test_a_loss_with_the_wrong_parameters_is_named(tmp_path: Path) -> None:
-    with pytest.raises(gc.GraphcError, match=r"loss\(output, y\)"):
+def test_a_loss_with_the_wrong_parameters_or_result_is_named(tmp_path: Path) -> None:
+    with pytest.raises(gc.GraphcError, match=r"loss\(output, y\) cannot be called as graphc calls it"):
         make_trainer(tmp_path, epochs=1, loss=lambda output: gc.mean(output))
+    with pytest.raises(gc.GraphcError, match=r"loss\(output, y\) must return a scalar graph node, got shape "
+                                             r"\[N,3\]; average"):
+        make_trainer(tmp_path, epochs=1, loss=lambda output, y: output * 2.0)
+    with pytest.raises(gc.GraphcError, match=r"must return a scalar graph node, got float"):
+        make_trainer(tmp_path, epochs=1, loss=lambda output, y: 0.5)
 
 
 @pytest.mark.parametrize("option, good, bad", [
