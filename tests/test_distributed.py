@@ -175,7 +175,20 @@ def test_use_restores_the_previous_communicator_after_the_block_and_after_an_err
     assert active() is before
 
 
-def test_the_launchers_defaults_and_mpichs_variables() -> None:
+def test_one_process_collectives_return_their_operand_or_the_buffer_given() -> None:
+    one, x = Communicator(), np.array([1.0, 2.0])
+    copy = one.allreduce(x)
+    assert copy.tolist() == [1.0, 2.0] and copy is not x
+    buffer = np.zeros(2)
+    assert one.allreduce(x, "sum", out=buffer) is buffer and buffer.tolist() == [1.0, 2.0]
+    assert one.allreduce(x, out=x) is x
+    assert one.allgather(x).tolist() == [[1.0, 2.0]] and one.share({"a": 1}) == {"a": 1}
+
+
+def test_the_launchers_defaults_and_mpichs_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: None)  # it may not know
+    assert threads_per_rank({}) == 1
+    monkeypatch.undo()
     assert collective_timeout({}) == DEFAULT_TIMEOUT == 300.0
     assert threads_per_rank({"MPI_LOCALNRANKS": "4"}, cores=16) == 4  # MPICH's count of ranks on this machine
     assert threads_per_rank({}, cores=6) == 6
