@@ -141,6 +141,20 @@ def test_each_rank_takes_a_contiguous_share_differing_by_at_most_one_row() -> No
     assert list(shards([(x[:2], y[:2])], Ranks(3, 1))) == []  # fewer rows than ranks: skipped by all
 
 
+def test_the_broadcast_reaches_variables_that_are_views_with_strides(monkeypatch: pytest.MonkeyPatch) -> None:
+    """MPI sends contiguous buffers only: a strided variable goes through a contiguous copy."""
+    from graphc.parallel.replicas import broadcast_variables
+
+    class FromRankZero(Communicator):
+        def broadcast(self, array: np.ndarray) -> None:
+            assert array.flags.c_contiguous, "a strided buffer was handed to the broadcast"
+            array[...] = 7.0  # what rank 0 holds
+    store = gc.Store(0)
+    store.values.update(w=np.zeros((3, 2)), v=np.zeros((2, 3)).T)
+    broadcast_variables(store, FromRankZero())
+    assert store.values["w"].tolist() == [[7.0] * 2] * 3 and store.values["v"].tolist() == [[7.0] * 2] * 3
+
+
 def test_replicas_that_differ_are_named() -> None:
     store = gc.Store(0)
     store.values["w"] = np.ones(3, np.float32)
