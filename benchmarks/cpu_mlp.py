@@ -48,7 +48,7 @@ def initial_weights(seed: int = 0) -> list[np.ndarray]:
 
 def graphc_step(weights: list[np.ndarray], kernels: str) -> tuple[Callable, float]:
     os.environ["GRAPHC_KERNELS"] = kernels
-    gc.cache.clear()
+    gc.clear_cache()
     started = time.perf_counter()
     x = gc.input("x", (None, 784))
     y = gc.input("y", (None,), dtype="int32")

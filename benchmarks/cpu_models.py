@@ -31,7 +31,7 @@ import numpy as np
 from cpu_mlp import interleaved_times, timing_batches
 
 import graphc as gc
-from graphc.backends import vector_math
+from graphc.backends.cpu import vector_math
 from graphc.data import load_fashion_mnist
 
 LR_SGD, LR_ADAM, B1, B2, EPS = 0.5, 1e-3, 0.9, 0.999, 1e-8

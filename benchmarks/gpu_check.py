@@ -92,7 +92,7 @@ def _example_units() -> list[tuple[str, str]]:
 
 def nvrtc(args: argparse.Namespace) -> dict[str, Any]:
     import cupy
-    from graphc.backends.cuda.runtime import NVRTC_OPTIONS
+    from graphc.backends.cuda.cupy_device import NVRTC_OPTIONS
     seconds = {}
     for name, unit in _example_units():
         started = time.perf_counter()
@@ -117,7 +117,7 @@ def mlp(args: argparse.Namespace) -> dict[str, Any]:
     for graphs in ("1", "0"):
         os.environ["GRAPHC_CUDA_GRAPHS"] = graphs
         for batch in args.batches:
-            gc.cache.clear()
+            gc.clear_cache()
             device, cpu = device_check_mlp(args.backend), device_check_mlp("numpy")
             loss_gap = 0.0
             for x, y in _batches(20, batch):
@@ -130,10 +130,10 @@ def mlp(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def noise(args: argparse.Namespace) -> dict[str, Any]:
-    gc.cache.clear()
+    gc.clear_cache()
     replayed = device_check_mlp(args.backend, noise=0.1)
     os.environ["GRAPHC_CUDA_GRAPHS"] = "0"
-    gc.cache.clear()
+    gc.clear_cache()
     eager = device_check_mlp(args.backend, noise=0.1)
     os.environ.pop("GRAPHC_CUDA_GRAPHS", None)
     pairs = [(float(replayed(x=x, y=y)), float(eager(x=x, y=y))) for x, y in _batches(8, 64)]

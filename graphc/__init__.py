@@ -7,8 +7,10 @@ from graphc.autodiff import grad  # noqa: F401
 from graphc.interpreter import evaluate  # noqa: F401
 from graphc.ir.node import Node  # noqa: F401
 from graphc.ir.printing import format_graph  # noqa: F401
-from graphc.ir.dot import to_dot  # noqa: F401
+from graphc.draw.dot import to_dot  # noqa: F401
 from graphc.errors import GraphcError, ShapeError, DTypeError, FeedError, DataError, CheckpointError  # noqa: F401
 from graphc.compiler import compile  # noqa: F401,E402
+from graphc.compiler.compiled_step import CompiledStep  # noqa: F401,E402
+from graphc.compiler.step_cache import clear as clear_cache  # noqa: F401,E402
 from graphc.runtime.store import Store  # noqa: F401,E402
 from graphc import nn, optim, init  # noqa: F401,E402

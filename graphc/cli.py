@@ -23,12 +23,11 @@ from typing import Any, Callable, NoReturn, Optional, Sequence
 from graphc import backends, optim
 from graphc.errors import GraphcError
 from graphc.explain.equations import equations_text
-from graphc.ir.render import render
+from graphc.draw.render import render
 from graphc.parallel import Communicator, use
 from graphc.parallel.launch import world
-from graphc.passes import optimize
-from graphc.passes.cost import estimate
-from graphc.runtime.step import CompiledStep
+from graphc.compiler import pipeline
+from graphc.compiler.compiled_step import CompiledStep
 from graphc.train import TrainConfig, Trainer, load_model_file, load_splits
 from graphc.train.show_graph import build_step, parse_shape
 from graphc.train.trainer import DATASETS, MONITORS, TASKS
@@ -220,20 +219,7 @@ def run_show(args: argparse.Namespace) -> int:
 
 
 def _print_passes(step: CompiledStep) -> None:
-    before = step.source_program
-    _, report = optimize(before, keep_text=True)
-    print(f"==== before optimization: {len(before.nodes())} nodes ====")
-    print(before.format())
-    for phase in report.phases:
-        fired = ", ".join(f"{rule}×{count}" for rule, count in sorted(phase.fired.items())) or "nothing fired"
-        print(f"\n==== after {phase.name}: {phase.nodes_before} → {phase.nodes_after} nodes ({fired}) ====")
-        print(phase.text)
-    plan = step.plan
-    print(f"\n==== plan: {len(plan.buffers)} buffers, {len(plan.groups)} fused loops, "
-          f"{len(plan.in_place_updates)} variables updated in place ====")
-    for batch in (64, 128, 512):
-        print("cost " + estimate(plan, batch).format())
-    print()
+    print(pipeline.stages_text(step))
 
 
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {

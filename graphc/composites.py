@@ -8,14 +8,15 @@ batch size, so the same graph serves every batch size.
 """
 from __future__ import annotations
 
-from typing import Literal as Choice
+from typing import Literal as Choice, Sequence
+
 
 from graphc import ops
 from graphc.errors import DTypeError, ShapeError
 from graphc.ir import dtypes
 from graphc.ir.layer import mark_layer
 from graphc.ir.node import Node, describe_failure
-from graphc.ir.shapes import fmt
+from graphc.ir.shapes import fmt, static_size
 
 Reduction = Choice["mean", "sum"]
 
@@ -105,3 +106,22 @@ def _sum_features(x: Node) -> Node:
 def _same_shape(op: str, a: Node, b: Node) -> None:
     if a.shape != b.shape:
         raise ShapeError(describe_failure(op, (a, b), "prediction and target shapes differ"))
+
+
+def pack(nodes: Sequence[Node]) -> Node:
+    """The nodes flattened and concatenated; a packed vector among them contributes its pieces,
+    so packing packed vectors again makes one concatenation the memory plan can fill in place."""
+    flat = [ops.reshape(n, (-1,)) if n.ndim != 1 else n for n in nodes]
+    pieces = [piece for f in flat for piece in (f.inputs if f.op == "concat" else (f,))]
+    return pieces[0] if len(pieces) == 1 else ops.concat(pieces)
+
+
+def unpack(vector: Node, like: Sequence[Node]) -> list[Node]:
+    """The pieces of a packed vector, each shaped like its node of ``like``: what :func:`pack` undoes."""
+    out, offset = [], 0
+    for node in like:
+        size = static_size(node.shape)
+        piece = vector if len(like) == 1 else ops.slice(vector, offset, offset + size)
+        out.append(piece if piece.shape == node.shape else ops.reshape(piece, node.shape))
+        offset += size
+    return out

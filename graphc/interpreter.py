@@ -1,9 +1,9 @@
 """The reference interpreter: evaluates a graph node by node with the primitives' NumPy meanings.
 
 It is deliberately naive — no buffers, no fusion, no rewriting — because it is
-the oracle every optimized path is tested against.  It also owns the checks on
-fed values (shape, dtype, consistent symbolic sizes), shared with the compiled
-steps so both reject bad input with the same message.
+the oracle every optimized path is tested against.  It checks fed values with
+:mod:`graphc.feeds`, as the compiled steps do, so both reject bad input with the
+same message.
 """
 from __future__ import annotations
 
@@ -12,35 +12,12 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import numpy as np
 
 from graphc.errors import FeedError
-from graphc.ir import dtypes
+from graphc.feeds import bind_symbols
 from graphc.ir.graph import toposort
 from graphc.ir.node import Node
-from graphc.ir.primitives import RANDOM
-from graphc.ir.shapes import fmt, resolve
+from graphc.ir.registry import RANDOM
+from graphc.ir.shapes import resolve
 from graphc.ir.site import at_site
-
-
-def bind_symbols(leaves: Sequence[Node], values: Sequence[Any]) -> dict[str, int]:
-    """Check each fed value against its leaf and learn the sizes of symbolic dimensions."""
-    symbols: dict[str, int] = {}
-    for leaf, value in zip(leaves, values):
-        shape = getattr(value, "shape", None)
-        dtype = getattr(value, "dtype", None)
-        what = f"{leaf.op} '{leaf.name}' expects {dtypes.SHORT[leaf.dtype]}{fmt(leaf.shape)}"
-        if shape is None or dtype is None:
-            raise FeedError(f"{what}, got {type(value).__name__}; pass a NumPy array")
-        if len(shape) != leaf.ndim:
-            raise FeedError(f"{what}, got an array of shape {tuple(shape)}")
-        if np.dtype(dtype).name != leaf.dtype:
-            raise FeedError(f"{what}, got dtype {np.dtype(dtype).name}; convert with .astype('{leaf.dtype}')")
-        for declared, actual in zip(leaf.shape, shape):
-            if isinstance(declared, int):
-                if declared != actual:
-                    raise FeedError(f"{what}, got an array of shape {tuple(shape)}")
-            elif symbols.setdefault(declared, actual) != actual:
-                raise FeedError(f"{what}, got an array of shape {tuple(shape)}, "
-                                f"but another input set {declared}={symbols[declared]}")
-    return symbols
 
 
 def evaluate(outputs: Sequence[Node], feeds: Mapping[str, Any],

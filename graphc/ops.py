@@ -15,7 +15,7 @@ import numpy as np
 from graphc.errors import DTypeError, GraphcError, ShapeError
 from graphc.ir import dtypes
 from graphc.ir.node import Literal, Node, describe_failure, make, unique_key
-from graphc.ir.shapes import BATCH, Shape, ShapeMismatch, canonical_shape, normalize_axes, static_size, symbols_of
+from graphc.ir.shapes import Shape, ShapeMismatch, canonical_shape, normalize_axes, static_size, symbols_of
 from graphc.ir.site import at_site, user_site
 from graphc.parallel.communicator import REDUCTIONS
 

@@ -49,17 +49,17 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
 def c_kernels_must_build(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fail where a fused C library does not build: the step would still be right, run as plain
     NumPy after a warning, so a test of values alone would never see a loop the compiler rejects."""
-    from graphc.backends import c_kernels
+    from graphc.backends.cpu import c_loops
 
-    real = c_kernels.build
+    real = c_loops.build
 
     def build(source: str, names):  # type: ignore[no-untyped-def]
         functions = real(source, names)
-        assert functions is not None or c_kernels.compiler() is None, \
+        assert functions is not None or c_loops.compiler() is None, \
             "a fused C library failed to build (see the warning above): the step fell back to NumPy"
         return functions
 
-    monkeypatch.setattr(c_kernels, "build", build)
+    monkeypatch.setattr(c_loops, "build", build)
 
 
 @pytest.fixture

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 import graphc as gc
-from graphc import backends, cache
+from graphc import backends
+from graphc.compiler import step_cache
 from graphc.errors import GraphcError
 
 
@@ -21,7 +22,7 @@ def test_every_registered_backend_loads_without_a_gpu():
 def test_cache_key_includes_the_backend():
     x = gc.input("x", (None, 3))
     program = gc.compile(gc.relu(x)).program
-    keys = {cache.structural_key(program, backends.get(name).cache_tag(True)) for name in backends.NAMES}
+    keys = {step_cache.structural_key(program, backends.get(name).cache_tag(True)) for name in backends.NAMES}
     assert len(keys) == len(backends.NAMES)
 
 
@@ -36,13 +37,13 @@ def test_numpy_backend_runs_through_the_registry():
 
 def _computed():
     """Every primitive that is not a leaf (leaves are bound, not computed)."""
-    from graphc.ir.primitives import LEAF, PRIMITIVES
+    from graphc.ir.registry import LEAF, PRIMITIVES
     return {name: p for name, p in PRIMITIVES.items() if p.kind != LEAF}
 
 
 def test_cuda_backend_lowers_every_primitive():
     from graphc.backends.cuda.codegen import lowers
-    from graphc.ir.primitives import PRIMITIVES
+    from graphc.ir.registry import PRIMITIVES
     assert {name for name in PRIMITIVES if not lowers(name)} == set()
     assert {name for name in _computed() if "c" not in PRIMITIVES[name].lowerings
             and "cuda" not in PRIMITIVES[name].lowerings} == set()

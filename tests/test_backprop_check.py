@@ -7,7 +7,6 @@ that differs, and the layer it belongs to.
 """
 from __future__ import annotations
 
-from typing import Callable
 
 import numpy as np
 import pytest

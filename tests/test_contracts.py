@@ -213,16 +213,16 @@ def test_inputs_may_take_the_names_the_generated_code_uses() -> None:
 
 
 def test_the_kernel_cache_lives_under_the_users_cache_folder(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
-    from graphc.backends import c_kernels
+    from graphc.backends.cpu import c_loops
     monkeypatch.delenv("GRAPHC_CACHE_DIR", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
-    assert c_kernels._cache_dir() == tmp_path / ".cache" / "graphc" / "kernels"
+    assert c_loops._cache_dir() == tmp_path / ".cache" / "graphc" / "kernels"
 
 
 @pytest.mark.parametrize("size, folded", [(64, True), (65, False)])
 def test_constant_folding_stops_at_64_elements(size: int, folded: bool) -> None:
     from graphc.passes import optimize
-    from graphc.program import Program
+    from graphc.ir.program import Program
     x = gc.input("x", (size,), F64)
     program, _ = optimize(Program("p", {"out": x + gc.exp(gc.constant(np.arange(size, dtype=np.float64)))}))
     assert any(n.op == "exp" for n in program.nodes()) is not folded
@@ -231,7 +231,7 @@ def test_constant_folding_stops_at_64_elements(size: int, folded: bool) -> None:
 def test_optimizing_twice_changes_nothing_more() -> None:
     """Rules also apply to the nodes other rules build: a second pass finds nothing left to do."""
     from graphc.passes import optimize
-    from graphc.program import Program
+    from graphc.ir.program import Program
     x, w = gc.input("x", (None, 5), F64), gc.input("w", (5, 3), F64)
     loss = gc.softmax_cross_entropy(x @ w, gc.input("y", (None,), "int32")) + 1e-4 * gc.sum(w * w)
     once, _ = optimize(Program("p", {"loss": loss, **{f"g{i}": g for i, g in enumerate(gc.grad(loss, [w]))}}))

@@ -9,11 +9,11 @@ from graphc.passes.cost import Cost, estimate
 
 
 @pytest.fixture
-def c_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
+def c_loops_built(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("GRAPHC_KERNELS", raising=False)
 
 
-def test_cost_of_a_matmul_then_a_fused_pair(c_kernels: None) -> None:
+def test_cost_of_a_matmul_then_a_fused_pair(c_loops_built: None) -> None:
     """tanh(x @ W) * 2 at batch B: the matmul (2·B·4·3 FLOPs; reads x and W, writes B×3) and one
     fused loop for tanh and the multiply (2·B·3 FLOPs; reads and writes B×3 once); one buffer."""
     x = gc.input("x", (None, 4))

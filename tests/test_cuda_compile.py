@@ -108,7 +108,7 @@ def _nvrtc() -> object:
 def nvrtc_compiles(unit: str, architecture: str) -> None:
     """Compile as ``cupy.RawModule`` does on a GPU of that architecture: graphc's options, the flush-to-zero
     CuPy adds, CuPy's own, to a cubin for ``sm_<architecture>`` (NVRTC needs no GPU for that)."""
-    from graphc.backends.cuda.runtime import NVRTC_OPTIONS
+    from graphc.backends.cuda.cupy_device import NVRTC_OPTIONS
     compiler = _nvrtc()
     program = compiler._NVRTCProgram(unit, "graphc_unit.cu", method="cubin")  # type: ignore[attr-defined]
     binary, _ = program.compile(NVRTC_OPTIONS + ("-ftz=true", f"-arch=sm_{architecture}",

@@ -212,7 +212,7 @@ def test_a_reshape_of_a_transposed_value_is_copied_into_its_buffer() -> None:
 # ---------------------------------------------------------------- rows in one kernel
 
 def test_softmax_cross_entropy_forward_is_one_kernel() -> None:
-    from graphc.backends.cuda.program import Launch
+    from graphc.backends.cuda.device_program import Launch
     step, _ = _mlp_step("cuda-emulator")
     launches = [s for s in step.generated.device_program.steps if isinstance(s, Launch)]
     ops_of = [{n.op for n in launch.nodes} for launch in launches]

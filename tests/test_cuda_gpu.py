@@ -43,7 +43,7 @@ def test_gpu_steps_match_the_numpy_backend(batch: int) -> None:
 def test_graph_replay_gives_what_eager_launches_give(monkeypatch: pytest.MonkeyPatch) -> None:
     replayed = device_check_mlp("cupy", noise=0.1)
     monkeypatch.setenv("GRAPHC_CUDA_GRAPHS", "0")
-    gc.cache.clear()
+    gc.clear_cache()
     eager = device_check_mlp("cupy", noise=0.1)
     for x, y in _batches(10, 64):
         assert float(replayed(x=x, y=y)) == float(eager(x=x, y=y))

@@ -1,6 +1,6 @@
 """The GPU runtime's use of CuPy and cuBLAS, driven against a stand-in on the CPU.
 
-The stand-in takes the calls :mod:`graphc.backends.cuda.runtime` makes — CuPy's
+The stand-in takes the calls :mod:`graphc.backends.cuda.cupy_device` makes — CuPy's
 ``RawModule``, ``Stream`` capture and ``memcpyAsync``, and libcublas's
 ``cublasSgemm_v2`` with its column-major arguments — and carries them out on
 host memory (kernels through the emulator's host build).  While a stream
@@ -198,7 +198,7 @@ def stand_in(monkeypatch: pytest.MonkeyPatch) -> _Device:
     device = _Device()
     monkeypatch.setitem(sys.modules, "cupy", _stand_in(device))
     monkeypatch.setattr(cublas, "_library", lambda: _Cublas(device))
-    gc.cache.clear()
+    gc.clear_cache()
     return device
 
 

@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 
 import graphc as gc
-from graphc.backends import c_kernels
+from graphc.backends.cpu import c_loops
 from graphc.passes.fusion import MAX_MEMBERS, fuse
-from graphc.program import Program
+from graphc.ir.program import Program
 
 CHAIN = 10_000
 FACTOR = 0.999
@@ -72,7 +72,7 @@ def _tanh_chain(length: int) -> tuple[gc.Node, gc.Node]:
 def test_a_chain_of_300_tanh_is_fused_in_bounded_groups() -> None:
     _, h = _tanh_chain(300)
     program = Program("chain", {"out": h})
-    _, groups = fuse(program, program.nodes(), c_kernels.eligible, c_kernels.joins)
+    _, groups = fuse(program, program.nodes(), c_loops.eligible, c_loops.joins)
     sizes = [len(g.members) for g in groups]
     assert max(sizes) == MAX_MEMBERS and sum(sizes) == 300, sizes
 
@@ -96,7 +96,7 @@ def _compile_peak(depth: int) -> int:
     for _ in range(depth):
         layers += [gc.nn.Dense(8), gc.nn.tanh]
     loss = gc.softmax_cross_entropy(gc.nn.Sequential(*layers)(x), y)
-    gc.cache.clear()
+    gc.clear_cache()
     garbage.collect()
     tracemalloc.start()
     try:

@@ -1,7 +1,7 @@
 """Forward formulas against NumPy transcriptions written here, independently of graphc.
 
 The reference interpreter evaluates each primitive with the NumPy meaning that
-``graphc/ir/primitives.py`` gives it, so comparing compiled code with the
+``graphc/ir/registry.py`` gives it, so comparing compiled code with the
 interpreter cannot catch a wrong meaning: both would agree on the wrong
 number.  Here every primitive, every DSL function, every composite and the
 layers are checked against a formula transcribed from its definition (the
@@ -28,8 +28,8 @@ import graphc as gc
 from graphc import composites, nn, ops
 from graphc.ir.graph import toposort
 from graphc.ir.node import Node
-from graphc.ir.primitives import PRIMITIVES, RANDOM
-from graphc.program import collect_state_updates
+from graphc.ir.registry import PRIMITIVES, RANDOM
+from graphc.compiler.train_step import collect_state_updates
 
 F = "float"  # placeholder in a leaf's dtype: the float dtype under test
 BATCHES = (3, 5)  # the two calls of every compiled function differ in batch size and values
@@ -423,6 +423,11 @@ def _composite_cases() -> list[Case]:
         Case("logsumexp-axis0-keep", {"x": logits}, lambda v: gc.logsumexp(v["x"], 0, keepdims=True),
              lambda v: _logsumexp(v["x"], 0, keepdims=True), ("logsumexp",)),
         Case("softmax", {"x": logits}, lambda v: gc.softmax(v["x"]), lambda v: _softmax(v["x"], -1), ("softmax",)),
+        Case("pack", {"x": x_((2, 3)), "b": x_((4,))}, lambda v: composites.pack([v["x"], v["b"]]),
+             lambda v: np.concatenate([v["x"].ravel(), v["b"]]), ("pack",), True),
+        Case("unpack", {"x": x_((2, 3)), "b": x_((4,))},
+             lambda v: dict(zip("xb", composites.unpack(composites.pack([v["x"], v["b"]]), [v["x"], v["b"]]))),
+             lambda v: {"x": v["x"], "b": v["b"]}, ("unpack",), True),
         Case("softmax-axis0", {"x": x_((None, 5))}, lambda v: gc.softmax(v["x"], 0),
              lambda v: _softmax(v["x"], 0), ("softmax",)),
         Case("log_softmax", {"x": logits}, lambda v: gc.log_softmax(v["x"]), lambda v: _log_softmax(v["x"]),

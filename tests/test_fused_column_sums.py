@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 import graphc as gc
-from graphc.backends import c_kernels
+from graphc.backends.cpu import c_loops
 from support import steps_match_the_interpreter
 
-pytestmark = [pytest.mark.skipif(c_kernels.compiler() is None, reason="no C compiler (or GRAPHC_KERNELS=numpy)"),
+pytestmark = [pytest.mark.skipif(c_loops.compiler() is None, reason="no C compiler (or GRAPHC_KERNELS=numpy)"),
               pytest.mark.usefixtures("c_kernels_must_build")]
 
 

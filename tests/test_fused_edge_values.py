@@ -1,13 +1,13 @@
 """Fused C loops on the values where C and NumPy part ways: NaN, infinities, signed zeros,
 subnormals, the largest and smallest normal numbers, integer wrap-around.
 
-Every op the C backend can fuse (those with a C expression, ``c_style.supports``) is computed inside a
+Every op the C backend can fuse (those with a C expression, ``c_expressions.supports``) is computed inside a
 fused group, checked through ``step.plan.groups``, on every pair of such values,
 and compared with NumPy's ufunc of the same dtype.  The operands are parameters
 (fixed addresses, so the group is eligible), and each op's result feeds one
 more elementwise op, so the group has the two members fusion requires.
 
-Fused loops run with flush-to-zero and denormals-are-zero (``c_kernels.PRELUDE``):
+Fused loops run with flush-to-zero and denormals-are-zero (``c_loops.PRELUDE``):
 a subnormal operand may read as a zero of its sign, and a subnormal result may
 become one.  Ops that only select or copy a value (maximum, where, neg) pass a
 subnormal through unchanged, so where a subnormal is involved the oracle accepts
@@ -26,13 +26,14 @@ import numpy as np
 import pytest
 
 import graphc as gc
-from graphc.backends import c_kernels, c_style
+from graphc.backends.cpu import c_loops
+from graphc.lowering import c_expressions
 from graphc.ir import dtypes
 from graphc.ir.node import Node, make
-from graphc.runtime.step import CompiledStep
-from graphc.ir.primitives import BINARY, COMPARE, ELEMENTWISE, LEAF, PRIMITIVES, SELECT, UNARY
+from graphc.compiler.compiled_step import CompiledStep
+from graphc.ir.registry import BINARY, COMPARE, ELEMENTWISE, LEAF, PRIMITIVES, SELECT, UNARY
 
-needs_c = pytest.mark.skipif(c_kernels.compiler() is None, reason="no C compiler (or GRAPHC_KERNELS=numpy)")
+needs_c = pytest.mark.skipif(c_loops.compiler() is None, reason="no C compiler (or GRAPHC_KERNELS=numpy)")
 pytestmark = pytest.mark.usefixtures("c_kernels_must_build")
 
 TRANSCENDENTAL_ULPS = 2  # libm against NumPy's own (SIMD) implementations; 1 seen on x86-64
@@ -277,7 +278,7 @@ def _sample(op: str, dtype: str) -> Node:
 def test_every_elementwise_primitive_has_a_c_expression() -> None:
     """A new elementwise op (or cast) must be given a C expression, for every dtype it accepts."""
     fusable = {op for op, p in PRIMITIVES.items() if p.kind in ELEMENTWISE} | {"cast"}
-    assert {op for op in PRIMITIVES if c_style.supports(op)} == fusable
+    assert {op for op in PRIMITIVES if c_expressions.supports(op)} == fusable
     assert set(OPS) | {"cast"} == fusable, "an op the C backend fuses has no edge-value check here"
     for op in sorted(fusable):
         accepted = 0
@@ -287,7 +288,7 @@ def test_every_elementwise_primitive_has_a_c_expression() -> None:
             except gc.GraphcError:
                 continue  # the op does not accept this dtype
             accepted += 1
-            expression = c_style.expression(node, ["a", "b", "c"][:len(node.inputs)])
+            expression = c_expressions.expression(node, ["a", "b", "c"][:len(node.inputs)])
             assert isinstance(expression, str) and expression, (op, dtype)
         assert accepted, op
 

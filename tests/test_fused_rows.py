@@ -14,15 +14,15 @@ import numpy as np
 import pytest
 
 import graphc as gc
-from graphc.backends import c_kernels
+from graphc.backends.cpu import c_loops
 from support import steps_match_the_interpreter
 
-pytestmark = [pytest.mark.skipif(c_kernels.compiler() is None, reason="no C compiler (or GRAPHC_KERNELS=numpy)"),
+pytestmark = [pytest.mark.skipif(c_loops.compiler() is None, reason="no C compiler (or GRAPHC_KERNELS=numpy)"),
               pytest.mark.usefixtures("c_kernels_must_build")]
 
 
 def _row_groups(step) -> list:
-    return [g for g in step.plan.groups if c_kernels.runs_by_rows(g)]
+    return [g for g in step.plan.groups if c_loops.runs_by_rows(g)]
 
 
 def _scaled(rng: np.random.Generator, shape: tuple, dtype: str) -> np.ndarray:
@@ -84,7 +84,7 @@ def test_a_softmax_cross_entropy_runs_its_rows_in_one_loop_and_trains_like_the_i
     step = gc.compile(gc.softmax_cross_entropy(net(x), y), optimizer=gc.optim.Adam(0.05))
     fused_ops = {m.op for g in _row_groups(step) for m in g.members}
     assert {"max", "sum", "exp", "log", "one_hot"} <= fused_ops
-    assert any(c_kernels.is_column_sum(m) for g in _row_groups(step) for m in g.members)  # the last bias gradient
+    assert any(c_loops.is_column_sum(m) for g in _row_groups(step) for m in g.members)  # the last bias gradient
     assert "np.max(" not in step.source
     # each compiled step more than once: buffers reused, column sums restarted
     rng = np.random.default_rng(4)
@@ -99,7 +99,7 @@ def test_a_column_sum_of_a_single_column_is_left_to_numpy() -> None:
     h = x @ W
     e = h * h + h
     total = gc.sum(e, axis=0)
-    assert not c_kernels.is_column_sum(total)
+    assert not c_loops.is_column_sum(total)
     step = gc.compile({"e": e, "total": total})
     rng = np.random.default_rng(5)
     step.state.values["W"] = _scaled(rng, (3, 1), "float32")
@@ -139,13 +139,13 @@ def test_the_c_row_helpers_add_in_numpys_order_for_rows_of_any_length() -> None:
     """``row_sum`` directly, past the 64 columns a row loop holds today (NumPy's blocks of 128)."""
     source = "\n".join(f"void sum_{s}(char **p, const int64_t *d) {{ *({t} *)p[1] = row_sum_{s}((const {t} *)p[0], d[0]); }}"
                        for s, t in (("f", "float"), ("d", "double")))
-    functions = c_kernels.build(source, ["sum_f", "sum_d"])
+    functions = c_loops.build(source, ["sum_f", "sum_d"])
     rng = np.random.default_rng(7)
     for n in range(1, 400):
         for suffix, dtype in (("f", np.float32), ("d", np.float64)):
             row = _scaled(rng, (n,), dtype.__name__)
             out = np.zeros((), dtype)
-            functions[f"sum_{suffix}"](c_kernels.pointers([row, out]), c_kernels.dims((n,)))
+            functions[f"sum_{suffix}"](c_loops.pointers([row, out]), c_loops.dims((n,)))
             assert out == np.sum(row), (n, dtype)
 
 
@@ -175,7 +175,7 @@ def test_integer_row_reductions_stay_with_numpy(dtype: str) -> None:
     x = gc.input("x", (None, 5), dtype=dtype)
     square = x * x
     step = gc.compile({"sum": gc.sum(square, axis=1, keepdims=True) + square, "max": gc.max(square, axis=1)})
-    assert not any(c_kernels.runs_by_rows(g) and any(m.op in ("sum", "max") and m.dtype == dtype for m in g.members)
+    assert not any(c_loops.runs_by_rows(g) and any(m.op in ("sum", "max") and m.dtype == dtype for m in g.members)
                    for g in step.plan.groups)
     xb = np.random.default_rng(9).integers(-1000, 1000, (7, 5)).astype(dtype)
     got = step(x=xb)
@@ -234,11 +234,11 @@ def test_a_float32_round_trip_inside_a_row_loop_rounds() -> None:
 def test_the_loop_flags_keep_the_rounding_gcc_12_drops(tmp_path: Path) -> None:
     """The reduced C file of the case above, built with the fused loops' flags (but -shared), rounds;
     without -fno-tree-slp-vectorize GCC 12.2 drops the rounding (shown in docs/performance.md)."""
-    cc = c_kernels.compiler()
+    cc = c_loops.compiler()
     if cc is None:
         pytest.skip("no C compiler")
     source = Path(__file__).parent / "c" / "slp_float_round_trip.c"
-    flags = [f for f in c_kernels.FLAGS if f not in ("-shared", "-fPIC")]
+    flags = [f for f in c_loops.FLAGS if f not in ("-shared", "-fPIC")]
     subprocess.run([cc, *flags, "-o", str(tmp_path / "round_trip"), str(source)], check=True)
     result = subprocess.run([str(tmp_path / "round_trip")], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout

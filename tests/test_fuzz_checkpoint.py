@@ -14,7 +14,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from graphc.errors import CheckpointError
 from graphc.runtime.store import Store
 from graphc.train import checkpoint
 from graphc.train.progress import read_progress

@@ -29,7 +29,7 @@ import graphc as gc
 from graphc import ops
 from graphc.ir.graph import toposort
 from graphc.ir.node import Node
-from graphc.ir.primitives import LEAF, PRIMITIVES, RANDOM
+from graphc.ir.registry import LEAF, PRIMITIVES, RANDOM
 from graphc.testing import check_grads
 from graphc.testing import strategies as gst
 

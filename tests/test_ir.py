@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 
 import graphc as gc
-from graphc import ops
 from graphc.errors import DTypeError, FeedError, ShapeError
 from graphc.ir.graph import depends_on, toposort
 from graphc.ir.node import Node

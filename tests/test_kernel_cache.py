@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 import graphc as gc
-from graphc import cache
-from graphc.backends import c_kernels
+from graphc.compiler import step_cache
+from graphc.backends.cpu import c_loops
 
-pytestmark = pytest.mark.skipif(c_kernels.compiler() is None, reason="no C compiler")
+pytestmark = pytest.mark.skipif(c_loops.compiler() is None, reason="no C compiler")
 HERE = Path(__file__).resolve().parent
 
 
@@ -26,7 +26,7 @@ def constant_kernel(value: float) -> str:
 
 def run_put(functions: dict) -> float:
     out = np.zeros(1, np.float32)
-    functions["put"](c_kernels.pointers([out]), c_kernels.dims([1]))
+    functions["put"](c_loops.pointers([out]), c_loops.dims([1]))
     return float(out[0])
 
 
@@ -34,8 +34,8 @@ def put_in_a_fresh_process(value: float) -> str:
     """Build and run the kernel in a new process, which has loaded no library yet (a process that
     has would get its loaded copy back from the dynamic loader, hiding what is on disk)."""
     script = ("import sys; from test_kernel_cache import constant_kernel, run_put; "
-              "from graphc.backends import c_kernels; "
-              "print(run_put(c_kernels.build(constant_kernel(float(sys.argv[1])), ['put'])))")
+              "from graphc.backends.cpu import c_loops; "
+              "print(run_put(c_loops.build(constant_kernel(float(sys.argv[1])), ['put'])))")
     done = subprocess.run([sys.executable, "-c", script, str(value)], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), *sys.path])})
     return done.stdout.strip() + done.stderr.strip()
@@ -45,7 +45,7 @@ def put_in_a_fresh_process(value: float) -> str:
 def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("GRAPHC_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("CC", raising=False)
-    monkeypatch.setattr(c_kernels, "_warned", set())
+    monkeypatch.setattr(c_loops, "_warned", set())
     return tmp_path / "cache" / "kernels"
 
 
@@ -55,17 +55,17 @@ def the_library(folder: Path) -> Path:
 
 
 def test_a_build_is_cached_and_found_again(private_cache: Path) -> None:
-    assert run_put(c_kernels.build(constant_kernel(2.0), ["put"])) == 2.0
+    assert run_put(c_loops.build(constant_kernel(2.0), ["put"])) == 2.0
     library = the_library(private_cache)
     stamp = library.stat().st_mtime_ns
-    assert run_put(c_kernels.build(constant_kernel(2.0), ["put"])) == 2.0
+    assert run_put(c_loops.build(constant_kernel(2.0), ["put"])) == 2.0
     assert the_library(private_cache).stat().st_mtime_ns == stamp
 
 
 @pytest.mark.parametrize("damage", [lambda b: b[:len(b) // 2], lambda b: b[:100] + bytes(len(b) - 100),
                                     lambda b: b""])
 def test_a_truncated_or_corrupt_library_is_rebuilt(private_cache: Path, damage: Callable[[bytes], bytes]) -> None:
-    c_kernels.build(constant_kernel(2.0), ["put"])
+    c_loops.build(constant_kernel(2.0), ["put"])
     library = the_library(private_cache)
     intact = library.read_bytes()
     damaged = library.with_suffix(".damaged")  # a new file: this process has the old one mapped
@@ -77,8 +77,8 @@ def test_a_truncated_or_corrupt_library_is_rebuilt(private_cache: Path, damage: 
 
 def test_swapped_libraries_are_not_run(private_cache: Path) -> None:
     two, three = constant_kernel(2.0), constant_kernel(3.0)
-    assert run_put(c_kernels.build(two, ["put"])) == 2.0
-    assert run_put(c_kernels.build(three, ["put"])) == 3.0
+    assert run_put(c_loops.build(two, ["put"])) == 2.0
+    assert run_put(c_loops.build(three, ["put"])) == 3.0
     first, second = sorted(private_cache.glob("*.so"))
     swap = first.with_suffix(".swap")
     first.rename(swap)
@@ -107,24 +107,24 @@ def test_a_failed_build_falls_back_to_numpy_with_one_warning(tmp_path: Path, mon
                                                              capsys: pytest.CaptureFixture[str],
                                                              setup: Callable, cause: str) -> None:
     setup(tmp_path, monkeypatch)
-    assert c_kernels.build(constant_kernel(2.0), ["put"]) is None
-    assert c_kernels.build(constant_kernel(2.0), ["put"]) is None
+    assert c_loops.build(constant_kernel(2.0), ["put"]) is None
+    assert c_loops.build(constant_kernel(2.0), ["put"]) is None
     (line,) = warning_lines(capsys.readouterr().err)
     assert "running plain NumPy" in line and cause in line
-    assert f"(kernel cache {c_kernels._cache_dir()})" in line
+    assert f"(kernel cache {c_loops._cache_dir()})" in line
 
 
 def test_a_step_whose_kernels_cannot_build_runs_as_numpy(monkeypatch: pytest.MonkeyPatch,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("CC", "/bin/true")
-    cache.clear()
+    step_cache.clear()
     x = gc.input("x", (None, 3))
     step = gc.compile(gc.tanh(x) * 2.0 + 1.0, name="cache_fallback")
     feed = np.linspace(-1, 1, 6, dtype=np.float32).reshape(2, 3)
     assert "fused" not in step.source
     np.testing.assert_allclose(step(x=feed), step.reference(x=feed)[0], rtol=1e-6)
     assert len(warning_lines(capsys.readouterr().err)) == 1
-    cache.clear()
+    step_cache.clear()
 
 
 def test_a_damaged_emulator_library_in_the_cache_is_rebuilt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -156,6 +156,6 @@ def test_a_full_disk_while_caching_leaves_no_temporary_file(private_cache: Path,
             raise OSError(28, "No space left on device")
         return real_write(path, data)
     monkeypatch.setattr(Path, "write_bytes", full)
-    assert c_kernels.build(constant_kernel(2.0), ["put"]) is None
+    assert c_loops.build(constant_kernel(2.0), ["put"]) is None
     assert "cannot write to the kernel cache: No space left on device" in capsys.readouterr().err
     assert list(private_cache.iterdir()) == []

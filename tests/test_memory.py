@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 import graphc as gc
-from graphc import cache
-from graphc.backends import c_kernels
+from graphc.compiler import step_cache
+from graphc.backends.cpu import c_loops
 from graphc.data import load_fashion_mnist
 from graphc.passes.memory import Buffer, Piece
 
-KERNELS = ["numpy"] + (["c"] if c_kernels.compiler() else [])
+KERNELS = ["numpy"] + (["c"] if c_loops.compiler() else [])
 
 
 def _mlp(hidden=(64, 32), classes=10, features=784):
@@ -139,7 +139,7 @@ def test_transposes_are_views_not_copies():
     assert transposes and not any(n in step.plan.place for n in transposes)
 
 
-@pytest.mark.skipif(not c_kernels.compiler(), reason="no C compiler")
+@pytest.mark.skipif(not c_loops.compiler(), reason="no C compiler")
 def test_the_whole_adam_update_is_one_fused_loop():
     step = gc.compile(_mlp(), optimizer=gc.optim.Adam(1e-3))
     flat = [g for g in step.plan.groups if len(g.shape) == 1 and g.shape[0] > 1000]
@@ -148,7 +148,7 @@ def test_the_whole_adam_update_is_one_fused_loop():
     assert len(written) == 3  # θ, m and v, each written once
 
 
-@pytest.mark.skipif(not c_kernels.compiler(), reason="no C compiler")
+@pytest.mark.skipif(not c_loops.compiler(), reason="no C compiler")
 def test_layers_with_the_same_loop_share_one_kernel():
     """Six equal hidden layers: their bias+ReLU groups (and ReLU masks) are one C function each,
     called once per layer with that layer's pointers, and the step still matches the reference."""
@@ -167,7 +167,7 @@ def test_layers_with_the_same_loop_share_one_kernel():
 
 def test_second_compile_of_the_same_model_is_a_cache_hit():
     """The same model from the same lines, as when a notebook cell or a script runs again."""
-    cache.clear()
+    step_cache.clear()
     first, second = [gc.compile(_mlp(), optimizer=gc.optim.SGD(0.1)) for _ in range(2)]
     assert not first.cache_hit and second.cache_hit
     x, y = _batch(16)

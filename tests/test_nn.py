@@ -10,7 +10,7 @@ import pytest
 import graphc as gc
 from graphc import nn
 from graphc.errors import GraphcError, ShapeError
-from graphc.runtime.step import CompiledStep
+from graphc.compiler.compiled_step import CompiledStep
 from graphc.testing import check_grads
 
 EPS = 1e-5

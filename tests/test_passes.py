@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 import graphc as gc
 from graphc.passes import PIPELINE, canonicalize, optimize, specialize, stabilize
 from graphc.passes.rewrite import Phase, apply_phase
-from graphc.program import Program
+from graphc.ir.program import Program
 from graphc.testing.strategies import graphs
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -22,7 +22,7 @@ from graphc.passes import memory, optimize, plan_check
 from graphc.passes.fusion import Group
 from graphc.passes.memory import Buffer, Plan
 from graphc.passes.plan_check import PlanError, verify
-from graphc.program import Program
+from graphc.ir.program import Program
 from graphc.runtime.store import Store
 
 BACKENDS = ["c", "numpy", "cuda-emulator"]  # fused C loops, NumPy alone, the CUDA program on the CPU

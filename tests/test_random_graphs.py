@@ -29,12 +29,12 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import graphc as gc
-from graphc.backends import c_kernels
+from graphc.backends.cpu import c_loops
 from graphc.ir.graph import toposort
 from graphc.passes import optimize
 from graphc.passes.fusion import Group, fuse
-from graphc.program import Program
-from graphc.ir.primitives import PRIMITIVES
+from graphc.ir.program import Program
+from graphc.ir.registry import PRIMITIVES
 from graphc.testing import check_grads
 from graphc.testing.strategies import RandomGraph, graphs
 
@@ -79,7 +79,7 @@ def kernels(which: str) -> Iterator[None]:
 
 
 def row_loops(groups: Sequence[Group]) -> list[Group]:
-    return [g for g in groups if c_kernels.runs_by_rows(g)]
+    return [g for g in groups if c_loops.runs_by_rows(g)]
 
 
 def square_rows(groups: Sequence[Group]) -> bool:
@@ -178,7 +178,7 @@ def test_the_generator_draws_every_primitive_and_layout_pairs() -> None:
         shared_layout += any(n.kind == "layout" and consumers[n] > 1 for n in order)
         nonlocal row_loop_graphs, square
         program, _ = optimize(Program("tally", {f"o{i}": n for i, n in enumerate(graph.outputs)}))
-        _, groups = fuse(program, program.nodes(), c_kernels.eligible, c_kernels.joins)
+        _, groups = fuse(program, program.nodes(), c_loops.eligible, c_loops.joins)
         row_loop_graphs += bool(row_loops(groups))
         square += square_rows(groups)
 

@@ -14,10 +14,10 @@ import pytest
 import graphc as gc
 from graphc import nn, optim
 from graphc.cli import main
-from graphc.ir.dot import FORWARD_FILL, GRADIENT_FILL, draw
+from graphc.draw.dot import FORWARD_FILL, GRADIENT_FILL, draw
 from graphc.ir.graph import toposort
 from graphc.ir.printing import inline_constant
-from graphc.ir.render import RenderError, picture_format, render, to_svg
+from graphc.draw.render import RenderError, picture_format, render, to_svg
 from graphc.ir.shapes import fmt
 from graphc.train.history import EpochRecord, History
 
@@ -198,7 +198,7 @@ def test_graphc_imports_trains_and_falls_back_to_text_without_the_graphviz_packa
         sys.modules["graphviz"] = None  # as if it were not installed
         import numpy as np
         import graphc as gc
-        from graphc.ir.render import RenderError
+        from graphc.draw.render import RenderError
         x = gc.input("x", (None, 3))
         step = gc.compile(gc.sum(gc.tanh(x @ gc.param("w", (3, 2)))), optimizer=gc.optim.SGD(0.1))
         step(x=np.ones((4, 3), np.float32))

@@ -25,7 +25,7 @@ import graphc as gc
 from graphc.ir.node import Node
 from graphc.passes import canonicalize, optimize, specialize, stabilize
 from graphc.passes.rewrite import Phase, Rule, apply_phase
-from graphc.program import Program
+from graphc.ir.program import Program
 
 RULES: list[Rule] = canonicalize.RULES + stabilize.RULES + specialize.RULES
 # Rules that change rounding (reassociation, a reciprocal, log∘exp dropped): compared within

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from graphc.backends import c_kernels
+from graphc.backends.cpu import c_loops
 
 TESTS = Path(__file__).parent
 
 
 def _asan_runtime() -> str:
-    cc = c_kernels.compiler()
+    cc = c_loops.compiler()
     if cc is None:
         return ""
     found = subprocess.run([cc, "-print-file-name=libasan.so"], capture_output=True, text=True).stdout.strip()

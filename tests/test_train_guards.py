@@ -15,9 +15,9 @@ import pytest
 import graphc as gc
 from graphc import nn
 from graphc.errors import DataError, ShapeError
-from graphc.program import Program
+from graphc.ir.program import Program
 from graphc.runtime import memory_check, numerics
-from graphc.runtime.step import CompiledStep
+from graphc.compiler.compiled_step import CompiledStep
 from graphc.train import Splits, TrainingError, checkpoint
 
 from test_train import CLASSES, FEATURES, make_trainer, splits

@@ -1,6 +1,6 @@
 """exp, log and tanh in fused loops, in units in the last place (ULP) of the exact value.
 
-With libmvec (``graphc.backends.vector_math``) the fused loops call glibc's
+With libmvec (``graphc.backends.cpu.vector_math``) the fused loops call glibc's
 vector functions, documented to within 4 ULP; without it, scalar libm.  Each
 function runs inside a fused group over 200 000 values spread over its whole
 finite range (log-uniform magnitudes, both signs where the function takes
@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 
 import graphc as gc
-from graphc.backends import c_kernels, vector_math
+from graphc.backends.cpu import c_loops, vector_math
 
-pytestmark = pytest.mark.skipif(c_kernels.compiler() is None, reason="no C compiler (or GRAPHC_KERNELS=numpy)")
+pytestmark = pytest.mark.skipif(c_loops.compiler() is None, reason="no C compiler (or GRAPHC_KERNELS=numpy)")
 
 MAX_ULPS = 4
 SIZE = 200_000

@@ -33,7 +33,7 @@ import numpy as np
 import graphc as gc
 from graphc import nn, optim
 from graphc.data import Dataset
-from graphc.runtime.step import CompiledStep
+from graphc.compiler.compiled_step import CompiledStep
 
 PERCENTILES = (15, 50, 85)
 

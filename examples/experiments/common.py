@@ -50,7 +50,7 @@ import graphc as gc  # noqa: E402
 from graphc.data import Batches, Dataset, load_fashion_mnist, load_mnist  # noqa: E402
 from graphc.errors import DataError  # noqa: E402
 from graphc.nn.summary import count  # noqa: E402
-from graphc.runtime.step import CompiledStep  # noqa: E402
+from graphc.compiler.compiled_step import CompiledStep  # noqa: E402
 
 DEFAULT_OUT = REPO_ROOT / "docs" / "experiments"
 DPI = 100

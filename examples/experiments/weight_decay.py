@@ -30,7 +30,7 @@ import numpy as np
 import graphc as gc
 from graphc import nn, optim
 from graphc.data import two_moons
-from graphc.runtime.step import CompiledStep
+from graphc.compiler.compiled_step import CompiledStep
 
 SLIDE_STRENGTHS = (0.0, 40.0, 4000.0)
 Split = tuple[np.ndarray, np.ndarray]

@@ -14,7 +14,7 @@ from graphc.errors import DTypeError, ShapeError
 from graphc.ir import dtypes
 from graphc.ir.graph import depends_on, toposort
 from graphc.ir.node import Node
-from graphc.ir.primitives import PRIMITIVES
+from graphc.ir.registry import PRIMITIVES
 from graphc.ir.shapes import fmt
 from graphc.ir.site import building_gradient_of
 

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING
 from graphc.errors import GraphcError
 
 if TYPE_CHECKING:
-    from graphc.backends.base import Backend
+    from graphc.backends.backend import Backend
 
-_MODULES = {"numpy": ("graphc.backends.numpy_backend", "BACKEND"), "cupy": ("graphc.backends.cuda", "BACKEND"),
+_MODULES = {"numpy": ("graphc.backends.cpu.backend", "BACKEND"), "cupy": ("graphc.backends.cuda", "BACKEND"),
             "cuda-emulator": ("graphc.backends.cuda", "EMULATOR")}
 NAMES = tuple(_MODULES)
 

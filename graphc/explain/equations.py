@@ -48,7 +48,7 @@ from graphc.interpreter import evaluate as run_graph
 from graphc.ir import dtypes
 from graphc.ir.graph import toposort, users
 from graphc.ir.node import Node
-from graphc.program import Program
+from graphc.ir.program import Program
 
 ACTIVATIONS = ("tanh", "sigmoid", "relu")
 RANDOM_OPS = ("normal", "uniform")

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import itertools
 import weakref
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
 from graphc.errors import DTypeError, ShapeError
 from graphc.ir import dtypes
-from graphc.ir.primitives import PRIMITIVES, DTypeMismatch, Primitive
+from graphc.ir.registry import PRIMITIVES, DTypeMismatch, Primitive
 from graphc.ir.shapes import Shape, ShapeMismatch, fmt
 from graphc.ir.site import Origin, Site, at_site, current_origin, inherited_meta, user_site
 
@@ -52,6 +52,10 @@ class Literal:
 
 _serials = itertools.count()
 _table: "weakref.WeakValueDictionary[tuple, Node]" = weakref.WeakValueDictionary()
+
+
+# Drawing sits above the IR: :mod:`graphc.draw` registers how to picture a node when it is imported.
+picture: Optional[Callable[["Node"], Optional[str]]] = None
 
 
 class Node:
@@ -104,10 +108,9 @@ class Node:
     __hash__ = object.__hash__
 
     def _repr_svg_(self) -> Optional[str]:
-        """Jupyter's picture of a node: the graph that computes it (None without Graphviz's ``dot``)."""
-        from graphc.ir.dot import draw  # imported here: the drawing modules import this one
-        from graphc.ir.render import svg_or_none
-        return svg_or_none(lambda: draw([self], title=repr(self)))
+        """Jupyter's picture of a node: the graph that computes it, drawn by :mod:`graphc.draw`
+        (None before that is imported, or without Graphviz's ``dot``: Jupyter shows the text)."""
+        return picture(self) if picture is not None else None
 
 
 def _freeze(value: Any) -> Any:

@@ -23,7 +23,7 @@ from graphc.ir import dtypes
 from graphc.ir.node import Node
 from graphc.ir.shapes import fmt
 from graphc.nn.module import Module, attach_updates
-from graphc.optim.base import pack, unpack
+from graphc.composites import pack, unpack
 
 
 class BatchNorm(Module):
@@ -47,7 +47,7 @@ class BatchNorm(Module):
     PyTorch's SyncBatchNorm), at the cost of two collectives per layer in the
     forward pass and two in the backward.  Either way the running averages are
     averaged over the ranks with the gradient (see
-    :func:`graphc.program.average_over_ranks`), so they stay equal on every
+    :func:`graphc.compiler.train_step.average_over_ranks`), so they stay equal on every
     rank.  In one process the two are the same.
     """
 

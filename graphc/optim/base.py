@@ -21,34 +21,14 @@ from typing import Any, ClassVar, Optional, Sequence
 import numpy as np
 
 from graphc import ops
+from graphc.composites import pack, unpack
 from graphc.init import zeros
 from graphc.ir.node import Node
+from graphc.ir.shapes import static_size
 from graphc.optim.checks import check_fields, checked, nonnegative_number, positive_number
 from graphc.optim.schedules import LearningRate, Schedule
 
 Slots = dict[Node, Node]
-
-
-def pack(nodes: Sequence[Node]) -> Node:
-    """The nodes flattened and concatenated; a packed vector among them contributes its pieces,
-    so packing packed vectors again makes one concatenation the memory plan can fill in place."""
-    flat = [ops.reshape(n, (-1,)) if n.ndim != 1 else n for n in nodes]
-    pieces = [piece for f in flat for piece in (f.inputs if f.op == "concat" else (f,))]
-    return pieces[0] if len(pieces) == 1 else ops.concat(pieces)
-
-
-def unpack(vector: Node, like: Sequence[Node]) -> list[Node]:
-    out, offset = [], 0
-    for node in like:
-        size = _size(node)
-        piece = vector if len(like) == 1 else ops.slice(vector, offset, offset + size)
-        out.append(piece if piece.shape == node.shape else ops.reshape(piece, node.shape))
-        offset += size
-    return out
-
-
-def _size(node: Node) -> int:
-    return int(np.prod([int(d) for d in node.shape], dtype=np.int64))
 
 
 def flush_denormals(x: Node) -> Node:
@@ -177,6 +157,6 @@ class Optimizer:
             return None
         if all(is_weight):
             return ops.constant(float(self.weight_decay), dtype)
-        mask = np.concatenate([np.full(_size(p), float(w)) for p, w in zip(params, is_weight)])
+        mask = np.concatenate([np.full(static_size(p.shape), float(w)) for p, w in zip(params, is_weight)])
         return ops.constant(self.weight_decay * mask, dtype)
 

@@ -14,15 +14,22 @@ the ranks named instead of silently training K different models.
 from __future__ import annotations
 
 import zlib
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Protocol
 
 import numpy as np
 
 from graphc.errors import DistributedError
 from graphc.parallel.communicator import Communicator
-from graphc.runtime.store import Store
 
 Batch = tuple[np.ndarray, np.ndarray]
+
+
+class Store(Protocol):
+    """What replicas need of the runtime's :class:`~graphc.runtime.store.Store`: every variable by
+    name (this package sits below the runtime and must not import it)."""
+
+    values: dict[str, np.ndarray]
+
 Window = tuple[int, int]  # (rows of the global batch, this share's first row)
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from graphc.passes import canonicalize, specialize, stabilize
 from graphc.passes.rewrite import Phase, apply_phase
-from graphc.program import Program
+from graphc.ir.program import Program
 
 PIPELINE = [("canonicalize", canonicalize.RULES), ("stabilize", stabilize.RULES),
             ("canonicalize", canonicalize.RULES), ("specialize", specialize.RULES)]

@@ -17,7 +17,7 @@ import numpy as np
 
 from graphc import ops
 from graphc.ir.node import Node, make
-from graphc.ir.primitives import COLLECTIVE, ELEMENTWISE, RANDOM, UNARY
+from graphc.ir.registry import COLLECTIVE, ELEMENTWISE, RANDOM, UNARY
 from graphc.ir.shapes import ShapeMismatch, broadcast
 from graphc.passes.rewrite import matches, ops_of_kind, rebuild
 from graphc.passes.patterns import all_constant, is_const, is_elementwise, static_numel

@@ -27,7 +27,7 @@ from typing import Callable
 
 from graphc.ir.node import Node
 from graphc.ir.shapes import Shape
-from graphc.program import Program
+from graphc.ir.program import Program
 
 MAX_MEMBERS = 64  # the largest group (an Adam update is 19 members, a softmax cross-entropy 12)
 

@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 from typing import Optional, Sequence, Union
 
 from graphc.ir.node import Node
-from graphc.ir.primitives import ELEMENTWISE, REDUCE
+from graphc.ir.registry import ELEMENTWISE, REDUCE
 from graphc.ir.shapes import Shape
 from graphc.passes.fusion import Group
-from graphc.program import Program
+from graphc.ir.program import Program
 
 VIEW_OPS = frozenset({"reshape", "transpose", "broadcast_to", "slice", "stop_gradient"})
 LEAF_OPS = frozenset({"input", "param", "state", "constant"})  # values that live outside the plan

@@ -6,7 +6,7 @@ from typing import Optional
 import numpy as np
 
 from graphc.ir.node import Node
-from graphc.ir.primitives import ELEMENTWISE
+from graphc.ir.registry import ELEMENTWISE
 
 
 def scalar_value(node: Node) -> Optional[float]:

@@ -15,7 +15,7 @@ the schedule, recording in each element which write last stored it.  Then:
   reading its operands, and a CUDA kernel runs its iterations at once, so a
   write over an operand is safe only where it is read at the index written.
   An elementwise loop's iteration is an element of its shape; a loop over
-  rows (:mod:`graphc.backends.rows`) reads and writes row r in iteration r,
+  rows (:mod:`graphc.backends.row_groups`) reads and writes row r in iteration r,
   and reads a [C] operand along the columns of every row; a column sum is
   zeroed before its loop starts, so nothing the loop reads may live there;
   ops that are not elementwise read everything before they write anything
@@ -41,11 +41,11 @@ import numpy as np
 from graphc.errors import GraphcError
 from graphc.ir.graph import toposort
 from graphc.ir.node import Node
-from graphc.ir.primitives import ELEMENTWISE, LEAF
+from graphc.ir.registry import ELEMENTWISE, LEAF
 from graphc.ir.printing import Namer, describe
 from graphc.passes.fusion import Group
-from graphc.passes.memory import Buffer, Piece, Plan
-from graphc.program import Program
+from graphc.passes.memory import Buffer, Plan
+from graphc.ir.program import Program
 
 SYMBOL_SIZE = 3        # big enough that rows, columns and batches are more than one element
 MAX_ELEMENTS = 2 ** 25  # the largest step replayed (counted over every value it computes or reads)

@@ -14,9 +14,9 @@ from typing import Callable, Generator, Mapping, Optional, Sequence
 
 from graphc.ir.graph import ancestors, in_creation_order
 from graphc.ir.node import Node, make
-from graphc.ir.primitives import PRIMITIVES
+from graphc.ir.registry import PRIMITIVES
 from graphc.ir.site import rebuilding
-from graphc.program import Program
+from graphc.ir.program import Program
 
 Rule = Callable[[Node], Optional[Node]]
 

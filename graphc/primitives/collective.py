@@ -12,8 +12,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from graphc import ops
-from graphc.backends.numpy_lowering import out_arg
-from graphc.ir.primitives import COLLECTIVE, define, require
+from graphc.lowering.numpy_rules import out_arg
+from graphc.ir.registry import COLLECTIVE, define, require
 from graphc.ir.shapes import Shape
 from graphc.parallel.communicator import active
 

@@ -9,13 +9,13 @@ import numpy as np
 from graphc import ops
 from graphc.autodiff.rules import Rule, no_gradient
 from graphc.autodiff.rules import unbroadcast as u
-from graphc.backends import c_style as c
-from graphc.backends import numpy_kernels
-from graphc.backends.c_style import C_TYPES
-from graphc.backends.numpy_lowering import Context, call, out_arg
+from graphc.lowering import c_expressions as c
+from graphc.lowering import numpy_helpers
+from graphc.lowering.c_expressions import C_TYPES
+from graphc.lowering.numpy_rules import Context, call, out_arg
 from graphc.ir import dtypes
 from graphc.ir.node import Node
-from graphc.ir.primitives import BINARY, COMPARE, SELECT, UNARY, DTypeMismatch, common_dtype, define, require
+from graphc.ir.registry import BINARY, COMPARE, SELECT, UNARY, DTypeMismatch, common_dtype, define, require
 from graphc.ir.shapes import Shape, broadcast
 
 
@@ -52,7 +52,7 @@ define("tanh", UNARY, _unary("float"), np.tanh, vjp=lambda g, out, x: (g * (1 - 
        numpy=call("np.tanh"), c=c.call("tanh"))
 # σ from exp(-|x|), a form exact in both tails that never overflows; NumPy's meaning is the helper
 # the generated code calls, and each C target's prelude defines graphc_sigmoid the same way.
-define("sigmoid", UNARY, _unary("float"), numpy_kernels.sigmoid, vjp=lambda g, out, x: (g * out * (1 - out),),
+define("sigmoid", UNARY, _unary("float"), numpy_helpers.sigmoid, vjp=lambda g, out, x: (g * out * (1 - out),),
        numpy=call("k.sigmoid"), c=c.call("graphc_sigmoid"))
 # relu and abs have derivative 0 at 0.
 define("relu", UNARY, _unary("numeric"), lambda x: np.maximum(x, 0),

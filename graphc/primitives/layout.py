@@ -11,9 +11,9 @@ import numpy as np
 
 from graphc import ops
 from graphc.autodiff.rules import unbroadcast
-from graphc.backends.numpy_lowering import Context, out_arg
+from graphc.lowering.numpy_rules import Context, out_arg
 from graphc.ir.node import Node
-from graphc.ir.primitives import LAYOUT, common_dtype, define
+from graphc.ir.registry import LAYOUT, common_dtype, define
 from graphc.ir.shapes import Shape, ShapeMismatch, broadcast, fmt, is_static, same_size
 
 

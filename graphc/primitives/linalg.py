@@ -5,8 +5,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from graphc.backends.numpy_lowering import call
-from graphc.ir.primitives import LINALG, common_dtype, define
+from graphc.lowering.numpy_rules import call
+from graphc.ir.registry import LINALG, common_dtype, define
 from graphc.ir.shapes import Shape, ShapeMismatch, fmt
 
 

@@ -7,11 +7,11 @@ import numpy as np
 
 from graphc import ops
 from graphc.autodiff.rules import no_gradient
-from graphc.backends.c_style import C_TYPES
-from graphc.backends.numpy_lowering import Context, out_arg, site_arg
-from graphc.errors import FeedError
+from graphc.lowering.c_expressions import C_TYPES
+from graphc.lowering.numpy_rules import Context, out_arg, site_arg
+from graphc.feeds import check_labels
 from graphc.ir.node import Node
-from graphc.ir.primitives import INDEX, MISC, define, require
+from graphc.ir.registry import INDEX, MISC, define, require
 from graphc.ir.shapes import Shape
 
 
@@ -19,25 +19,6 @@ def _one_hot(inputs: Sequence[Any], attrs: Mapping[str, Any]) -> tuple[Shape, st
     (labels,) = inputs
     require(labels.dtype, "int")
     return labels.shape + (attrs["depth"],), attrs["dtype"]
-
-
-def check_labels(labels: np.ndarray, depth: int, site: str = "") -> None:
-    """Refuse class indices outside 0..depth-1 instead of giving their rows a zero one-hot.
-
-    A zero row would silently drop the example from a cross-entropy (loss 0, no
-    gradient), and the rewrite that sums one-hot rows to 1 relies on the range.
-    Viewed as unsigned, a negative label is huge, so one max over the labels
-    (a few microseconds for a batch) checks both ends.
-    """
-    if labels.size == 0:
-        return
-    unsigned = np.ascontiguousarray(labels).view(np.dtype(labels.dtype.str.replace("i", "u")))
-    if unsigned.max() < depth:
-        return
-    bad = np.argwhere((labels < 0) | (labels >= depth))[0]
-    where = f"row {bad[0]}" if labels.ndim == 1 else f"index {tuple(int(i) for i in bad)}"
-    raise FeedError(f"one_hot: label {labels[tuple(bad)]} in {where} is out of range for {depth} classes "
-                    f"(labels must lie in 0..{depth - 1}){site}")
 
 
 def _one_hot_impl(labels: np.ndarray, depth: int, dtype: str) -> np.ndarray:

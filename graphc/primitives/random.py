@@ -4,14 +4,14 @@ They take the step's generator (NumPy's on the CPU, Philox on the GPU); their
 ``key`` attribute keeps two draws of the same shape from being merged into one
 node.  They have no operands, so no gradient rule.  A draw over the batch in a
 data-parallel step draws the whole batch and keeps the rank's rows (see
-:func:`graphc.backends.numpy_kernels.draw`)."""
+:func:`graphc.lowering.numpy_helpers.draw`)."""
 from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from graphc.backends import numpy_kernels
-from graphc.backends.numpy_lowering import out_arg
-from graphc.ir.primitives import RANDOM, define, require
+from graphc.lowering import numpy_helpers
+from graphc.lowering.numpy_rules import out_arg
+from graphc.ir.registry import RANDOM, define, require
 from graphc.ir.shapes import Shape
 
 
@@ -31,8 +31,8 @@ def _lowering(kind: str) -> Any:
 
 
 define("normal", RANDOM, _random,
-       lambda rng, shape, dtype, key, batched: numpy_kernels.draw(rng, "normal", shape, dtype, batched),
+       lambda rng, shape, dtype, key, batched: numpy_helpers.draw(rng, "normal", shape, dtype, batched),
        cuda="random", numpy=_lowering("normal"))
 define("uniform", RANDOM, _random,
-       lambda rng, shape, dtype, key, batched: numpy_kernels.draw(rng, "uniform", shape, dtype, batched),
+       lambda rng, shape, dtype, key, batched: numpy_helpers.draw(rng, "uniform", shape, dtype, batched),
        cuda="random", numpy=_lowering("uniform"))

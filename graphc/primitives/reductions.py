@@ -10,9 +10,9 @@ import numpy as np
 
 from graphc import ops
 from graphc.autodiff.rules import keep_reduced
-from graphc.backends.numpy_lowering import Context, Lower, out_arg
+from graphc.lowering.numpy_rules import Context, Lower, out_arg
 from graphc.ir.node import Node
-from graphc.ir.primitives import REDUCE, define, require
+from graphc.ir.registry import REDUCE, define, require
 from graphc.ir.shapes import Shape, ShapeMismatch, fmt
 
 

@@ -22,7 +22,7 @@ from graphc.errors import GraphcError
 from graphc.ir.node import Node
 from graphc.ir.shapes import fmt, is_static
 from graphc.passes.cost import estimate
-from graphc.runtime.step import CompiledStep
+from graphc.runtime.step import Step
 
 
 class MemoryCheckError(GraphcError, MemoryError):
@@ -40,7 +40,7 @@ class MemoryNeed:
         return self.variable_bytes + self.buffer_bytes
 
 
-def need(steps: Sequence[tuple[CompiledStep, int]]) -> MemoryNeed:
+def need(steps: Sequence[tuple[Step, int]]) -> MemoryNeed:
     """The bytes of every variable the steps use (each counted once, by name) and of each
     step's planned buffers at its batch size (the steps run one at a time, so the larger counts)."""
     variables: dict[str, Node] = {}
@@ -75,7 +75,7 @@ def available_bytes() -> Optional[int]:
         return None
 
 
-def check_fits(steps: Sequence[tuple[CompiledStep, int]]) -> MemoryNeed:
+def check_fits(steps: Sequence[tuple[Step, int]]) -> MemoryNeed:
     """Raise :class:`MemoryCheckError` when the steps cannot fit in available memory."""
     needed = need(steps)
     available = available_bytes()

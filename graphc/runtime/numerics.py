@@ -28,8 +28,8 @@ from graphc.ir.graph import toposort
 from graphc.ir.node import Node
 from graphc.ir.printing import Namer, describe
 from graphc.ir.site import Site
-from graphc.program import Program
-from graphc.runtime.step import CompiledStep
+from graphc.ir.program import Program
+from graphc.runtime.step import Step
 
 ENV_VAR = "GRAPHC_DEBUG_NANS"
 
@@ -55,7 +55,7 @@ class CheckedStep:
     Everything else (``show``, ``source``, ``state``...) is the wrapped step's.
     """
 
-    def __init__(self, step: CompiledStep):
+    def __init__(self, step: Step):
         self.step = step
 
     def __getattr__(self, name: str) -> Any:

@@ -1,4 +1,4 @@
-"""A compiled function: generated code bound to a variable store.
+"""Running a compiled function: generated code bound to a variable store.
 
 The call path is the per-step overhead users pay, so it is short: look up the
 function bound for this batch's shapes (validating the feeds only when the
@@ -13,30 +13,26 @@ from __future__ import annotations
 
 import threading
 from contextlib import nullcontext
-from typing import TYPE_CHECKING, Any, Callable, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
 
-from graphc.backends.base import Executable
 from graphc.errors import FeedError
-from graphc.explain.equations import Equations, derive, equations_text
-from graphc.interpreter import bind_symbols, evaluate
-from graphc.ir.dot import Collapse, draw
-from graphc.ir.node import Node
-from graphc.ir.printing import format_graph
-from graphc.ir.render import svg_or_none
+from graphc.feeds import bind_symbols
+from graphc.interpreter import evaluate
 from graphc.ir.shapes import symbols_of
 from graphc.passes.memory import Plan
-from graphc.program import Program
+from graphc.ir.program import Program
+from graphc.runtime.executable import Executable
 from graphc.runtime.store import Store
-
-if TYPE_CHECKING:
-    import graphviz
 
 Structure = Union[None, list, str]  # a single output, a list of outputs, or a dict ("dict")
 
 
-class CompiledStep:
+class Step:
+    """Generated code bound to a store, called with the user's feeds.  What a user holds is the
+    :class:`~graphc.compiler.compiled_step.CompiledStep` built on it, which adds the views."""
+
     def __init__(self, program: Program, generated: Executable, store: Store, structure: Structure,
                  source_program: Program, plan: Optional[Plan] = None, cache_hit: bool = False):
         self.program = program
@@ -157,57 +153,3 @@ class CompiledStep:
         outputs = values[:len(prog.outputs)]
         updates = dict(zip((v.name for v in prog.updates), values[len(prog.outputs):]))
         return self._shape_result(tuple(outputs)), updates
-
-    # ---- looking inside ----------------------------------------------------
-    @property
-    def source(self) -> str:
-        return self.generated.source
-
-    def show(self, view: str = "step") -> str:
-        """One view of the compiled function, as text:
-
-        ``forward`` the model as built; ``grad`` the gradients after optimization
-        (what the step computes); ``autodiff`` the gradients as reverse mode first
-        wrote them; ``step`` the whole optimized program, updates included;
-        ``source`` the generated code (for the CUDA backend, the host schedule of
-        launches, GEMMs and copies); ``kernels`` the generated kernel source (C
-        loops, or the CUDA translation unit); ``equations`` backprop in the
-        course's notation.
-        """
-        if view == "source":
-            return self.source
-        if view == "kernels":
-            return self.generated.kernels or "(no kernels: nothing was fused)"
-        if view == "equations":
-            return equations_text(self.program)
-        if view == "step":
-            return self.program.format()
-        graph = self.graph(view)
-        if not graph:
-            return "(no gradients: this function was compiled without an optimizer)"
-        return format_graph(graph, title=view)
-
-    def equations(self) -> Equations:
-        """Backprop as the course writes it, read off the gradient graph (LaTeX in Jupyter);
-        raises :class:`~graphc.explain.equations.NotInCourseForm` for a graph not of that form."""
-        return derive(self.program)
-
-    def graph(self, view: str) -> dict[str, Node]:
-        """The named nodes a view (``forward``, ``grad``, ``autodiff`` or ``step``) shows."""
-        if view == "forward":
-            return dict(self.source_program.outputs)
-        if view in ("grad", "autodiff"):
-            return dict((self.program if view == "grad" else self.source_program).grads)
-        if view == "step":
-            return self.program.shown()
-        raise ValueError(f"unknown view {view!r}: choose forward, grad, autodiff, step, source, kernels or equations")
-
-    def draw(self, view: str = "grad", collapse: Collapse = (), links: bool = True) -> "graphviz.Digraph":
-        """A view as a Graphviz drawing (shown as a picture in Jupyter); see :func:`graphc.ir.dot.draw`."""
-        context = self.source_program if view == "autodiff" else self.program
-        return draw(self.graph(view), title=view, collapse=collapse, context=list(context.outputs.values()),
-                    links=links)
-
-    def _repr_svg_(self) -> Optional[str]:
-        """Jupyter's picture of a train step: its gradient graph (the forward graph without an optimizer)."""
-        return svg_or_none(lambda: self.draw("grad" if self.program.grads else "forward"))

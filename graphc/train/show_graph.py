@@ -19,7 +19,7 @@ from graphc import ops
 from graphc.compiler import compile as compile_graph
 from graphc.errors import DTypeError, ShapeError
 from graphc.ir.node import Node
-from graphc.runtime.step import CompiledStep
+from graphc.compiler.compiled_step import CompiledStep
 from graphc.train.model_file import ModelFile
 from graphc.train.trainer import (MAX_SIZE, ConfigError, TrainConfig, load_splits, make_optimizer, model_loss,
                                   model_output)

@@ -51,7 +51,7 @@ from graphc.ir.shapes import fmt
 from graphc.parallel import Communicator
 from graphc.parallel.communicator import batch_rows
 from graphc.parallel.replicas import broadcast_variables, check_agreement, check_replicas, shards
-from graphc.program import STOP_INPUT, STOP_OUTPUT
+from graphc.compiler.train_step import STOP_INPUT, STOP_OUTPUT
 from graphc.runtime import memory_check, numerics
 from graphc.runtime.store import Store
 from graphc.train import checkpoint, data_checks, fingerprint, run_folder

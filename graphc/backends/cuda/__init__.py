@@ -12,15 +12,16 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from graphc.backends.base import Backend, StepFunction
+from graphc.backends.backend import Backend
+from graphc.runtime.executable import StepFunction
 from graphc.backends.cuda.binding import DeviceStep
-from graphc.backends import rows
+from graphc.backends import row_groups
 from graphc.backends.cuda.codegen import lower, translation_unit
 from graphc.backends.cuda.listing import listing
-from graphc.backends.cuda.program import DeviceProgram
+from graphc.backends.cuda.device_program import DeviceProgram
 from graphc.ir.node import Node
 from graphc.passes.memory import Plan
-from graphc.program import Program
+from graphc.ir.program import Program
 
 
 @dataclass
@@ -41,7 +42,7 @@ class CudaExecutable:
                 from graphc.backends.cuda.emulator import EmulatedDevice
                 self._device = EmulatedDevice(self.kernels)
             else:
-                from graphc.backends.cuda.runtime import CupyDevice
+                from graphc.backends.cuda.cupy_device import CupyDevice
                 self._device = CupyDevice(self.kernels)
         return DeviceStep(self.device_program, self._device, variables, arenas, symbols, store, owner=self)
 
@@ -53,14 +54,14 @@ class CudaBackend(Backend):
     def array_module(self) -> Any:
         if self.emulated:
             return np
-        from graphc.backends.cuda.runtime import import_cupy
+        from graphc.backends.cuda.cupy_device import import_cupy
         return import_cupy()
 
     def fusable(self, node: Node) -> bool:
-        return rows.fusable(node)
+        return row_groups.fusable(node)
 
     def joins(self, operand: Node, node: Node) -> bool:
-        return rows.joins(operand, node)
+        return row_groups.joins(operand, node)
 
     def generate(self, program: Program, plan: Plan) -> CudaExecutable:
         device = lower(program, plan)

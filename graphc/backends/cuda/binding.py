@@ -14,9 +14,9 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 import numpy as np
 
 from graphc.backends.cuda.kernels import BLOCK, MAX_BLOCKS
-from graphc.backends.cuda.program import ITEM_BYTES, Copy, DeviceProgram, Gemm, GemmSizes, Launch, Symbol, View
+from graphc.backends.cuda.device_program import ITEM_BYTES, Copy, DeviceProgram, Gemm, GemmSizes, Launch, Symbol, View
 from graphc.ir.shapes import resolve
-from graphc.primitives.misc import check_labels
+from graphc.feeds import check_labels
 
 ALIGN = 256  # bytes: every region starts on a boundary cuBLAS and vector loads like
 

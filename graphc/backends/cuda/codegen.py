@@ -25,20 +25,20 @@ from typing import Optional
 
 import numpy as np
 
-from graphc.backends.c_style import C_TYPES, expression, literal, supports
-from graphc.backends import rows
+from graphc.lowering.c_expressions import C_TYPES, expression, literal, supports
+from graphc.backends import row_groups
 from graphc.backends.cuda.kernels import PRELUDE, RNG_ADVANCE, KernelText, axis_indices, offset
-from graphc.backends.cuda.program import (Copy, DeviceProgram, Gemm, Launch, Region, Size, View,
+from graphc.backends.cuda.device_program import (Copy, DeviceProgram, Gemm, Launch, Region, Size, View,
                                           row_major_strides)
 from graphc.errors import DistributedError
 from graphc.ir.node import Node
-from graphc.ir.primitives import LEAF, PRIMITIVES, lowering
+from graphc.ir.registry import LEAF, PRIMITIVES, lowering
 from graphc.ir.printing import Namer, describe
 from graphc.ir.site import at_site
 from graphc.passes.fusion import Group
 from graphc.parallel.communicator import active
 from graphc.passes.memory import VIEW_OPS, Buffer, Piece, Plan
-from graphc.program import Program
+from graphc.ir.program import Program
 
 VARIABLE_KINDS = ("variable", "arena")
 GEMM_SUM_MIN = 64  # reduce by GEMM against ones from this many summed elements on
@@ -429,13 +429,13 @@ class _Lowering:
     def group(self, group: Group) -> None:
         ir = " ".join(self.ir_name(m) for m in group.members)
         note = f"fused {ir}: {len(group.members)} ops in one kernel"
-        if rows.is_row_group(group.members):
+        if row_groups.is_row_group(group.members):
             self.rows(group, note + ", a thread per row")
         else:
             self.elementwise(group.members, group.inputs, group.outputs, group.shape, "fused", note)
 
     def rows(self, group: Group, note: str) -> None:
-        """A group of row values as one kernel, a thread per row (see :mod:`graphc.backends.rows`).
+        """A group of row values as one kernel, a thread per row (see :mod:`graphc.backends.row_groups`).
 
         [R, C] values live in arrays of C registers, [R, 1] and [R] values in one; every operand is
         read before any result is stored, so results may overwrite operands in place.  Inside a loop

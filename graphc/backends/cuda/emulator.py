@@ -22,7 +22,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from graphc.backends.cuda.kernels import PRELUDE
-from graphc.backends.cuda.program import ITEM_BYTES, Gemm, GemmSizes
+from graphc.backends.cuda.device_program import ITEM_BYTES, Gemm, GemmSizes
 from graphc.backends.native import BuildFailed, cpu_tag, shared_library
 from graphc.errors import GraphcError
 

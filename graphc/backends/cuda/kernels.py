@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from graphc.backends.c_style import C_TYPES
-from graphc.backends.cuda.program import Size, Symbol, View, symbol_param
+from graphc.lowering.c_expressions import C_TYPES
+from graphc.backends.cuda.device_program import Size, Symbol, View, symbol_param
 from graphc.ir.shapes import Shape
 
 BLOCK = 256

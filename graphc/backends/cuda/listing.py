@@ -5,7 +5,7 @@ and the user's line that built them, like the NumPy backend's source.
 """
 from __future__ import annotations
 
-from graphc.backends.cuda.program import Copy, DeviceProgram, Gemm, Launch, Symbol, View
+from graphc.backends.cuda.device_program import Copy, DeviceProgram, Gemm, Launch, Symbol, View
 
 
 def _argument(arg: object) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Callable, Optional, Protocol, Sequence
 
 from graphc.ir.node import Node
-from graphc.ir.primitives import lowering
+from graphc.ir.registry import lowering
 from graphc.ir.site import at_site
 
 
@@ -36,7 +36,7 @@ def site_arg(node: Node) -> str:
 
 
 def call(fn: str) -> Lower:
-    """``fn(operands..., out=...)``: a ufunc, or a helper of :mod:`graphc.backends.numpy_kernels` (``k.``)."""
+    """``fn(operands..., out=...)``: a ufunc, or a helper of :mod:`graphc.lowering.numpy_helpers` (``k.``)."""
     return lambda a, n, c, out: f"{fn}({', '.join(a)}{out_arg(out)})"
 
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from graphc.errors import GraphcError
 from graphc.parallel.communicator import active, batch_window
-from graphc.primitives.misc import check_labels
+from graphc.feeds import check_labels
 
 
 def sigmoid(x: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:

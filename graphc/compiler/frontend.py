@@ -1,26 +1,23 @@
 """``gc.compile``: from user graph to a callable step.
 
-The pipeline is: build the program (for training: gradients, the optimizer's
-update, state updates), optimize it, plan its memory, generate source, bind it
-to a store.  Each stage is its own module; this one only wires them.
+This module builds the program (for training: gradients, the optimizer's
+update, state updates, see :mod:`graphc.compiler.train_step`) and hands it to
+:mod:`graphc.compiler.pipeline`, which runs every later stage in order.
 """
 from __future__ import annotations
 
-import time
 from typing import Mapping, Optional, Sequence, Union
 
-from graphc import backends, cache, debug
-from graphc.backends.base import Backend, KernelBuildFailed
+from graphc import backends
+from graphc.compiler import pipeline
 from graphc.errors import FeedError, GraphcError
 from graphc.ir.node import Node
 from graphc.optim.base import Optimizer
-from graphc.passes import PassReport, optimize
-from graphc.passes.cost import estimate
-from graphc.passes import plan_check
-from graphc.passes.memory import Plan
-from graphc.program import Program, check_unique_names, training_program
+from graphc.compiler.train_step import training_program
+from graphc.ir.program import Program, check_unique_names
 from graphc.runtime import numerics
-from graphc.runtime.step import CompiledStep, Structure
+from graphc.compiler.compiled_step import CompiledStep
+from graphc.runtime.step import Structure
 from graphc.runtime.store import Store
 
 Outputs = Union[Node, Sequence[Node], Mapping[str, Node]]
@@ -52,7 +49,7 @@ def compile(outputs: Outputs, optimizer: Optional[Optimizer] = None, *, state: O
     equal the default's bit for bit, so it tells a memory-plan bug from any other.
     ``ranks`` > 1 compiles a train step for data parallelism over that many
     processes: the gradient is averaged over them by an allreduce before the
-    update (see :func:`graphc.program.training_program`).
+    update (see :func:`graphc.compiler.train_step.training_program`).
     """
     target = backends.get(backend)
     named, structure = _named(outputs)
@@ -75,43 +72,5 @@ def compile(outputs: Outputs, optimizer: Optional[Optimizer] = None, *, state: O
                         f"{missing[0]} (a gradient with respect to an input does not read that input); "
                         f"compile it together with an output that reads the input")
     store = state if state is not None else Store(seed)
-    step = _lower(program, store, structure, passes, target, reuse)
+    step = pipeline.build(program, store, structure, target, passes, reuse)
     return numerics.checked(step) if numerics.requested() else step
-
-
-def _lower(program: Program, store: Store, structure: Structure, passes: bool, backend: Backend,
-           reuse: bool = True) -> CompiledStep:
-    started = time.perf_counter()
-    optimized, report = optimize(program) if passes else (program, None)
-    key = cache.structural_key(optimized, backend.cache_tag(passes) + ("" if reuse else "-no-reuse"))
-    cached = cache.lookup(key)
-    cache_hit = cached is not None
-    if cached is None:
-        plan = backend.plan(optimized, passes, reuse=reuse)
-        try:
-            generated = backend.generate(optimized, plan)
-        except KernelBuildFailed:
-            plan = backend.plan(optimized, passes, fused=False, reuse=reuse)
-            generated = backend.generate(optimized, plan)
-        if plan_check.requested() and not plan_check.verify(optimized, plan):
-            debug.emit(1, f"graphc: the memory plan of {program.name} is too large to replay; not checked")
-        cached = (generated, plan)
-        cache.store(key, cached)
-    generated, plan = cached
-    step = CompiledStep(optimized, generated, store, structure, source_program=program, plan=plan,
-                        cache_hit=cache_hit)
-    _report(program, optimized, plan, report, step, time.perf_counter() - started)
-    return step
-
-
-def _report(program: Program, optimized: Program, plan: Plan, report: Optional[PassReport],
-            step: CompiledStep, seconds: float) -> None:
-    """What ``GRAPHC_DEBUG`` asks to see of this compile; each text is built only when shown."""
-    debug.emit(1, lambda: f"graphc: compiled {program.name}: {len(program.nodes())} → {len(optimized.nodes())} "
-                          f"nodes, {len(plan.buffers)} buffers, {seconds * 1e3:.1f} ms, "
-                          f"cache {'hit' if step.cache_hit else 'miss'}")
-    if report is not None:
-        debug.emit(2, report.summary)
-    debug.emit(2, lambda: "cost " + estimate(plan).format())
-    debug.emit(3, optimized.format)
-    debug.emit(4, lambda: step.source)

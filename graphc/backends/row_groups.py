@@ -6,7 +6,7 @@ kernel launches), each reading and writing the batch.  With C small (10
 classes), one loop iteration (a CUDA thread) can own a row: both backends let
 such nodes form one group, and run it with a row per iteration — the CUDA code
 generator as a thread per row (:meth:`graphc.backends.cuda.codegen._Lowering.rows`),
-the C loops as a loop over rows (:func:`graphc.backends.c_kernels.row_kernel_source`).
+the C loops as a loop over rows (:func:`graphc.backends.cpu.c_loops.row_kernel_source`).
 
 A row value is [R, C] with a static C of at most ``MAX_ROW``, [R, 1], or [R];
 the members of one group share R.  A 1-D [R] value never feeds a 2-D member of
@@ -14,7 +14,7 @@ its group: NumPy would broadcast it along the columns, not the rows.
 """
 from __future__ import annotations
 
-from graphc.backends.c_style import supports
+from graphc.lowering.c_expressions import supports
 from graphc.ir.node import Node
 
 MAX_ROW = 64  # columns a thread keeps in registers

@@ -23,15 +23,16 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from graphc.backends import c_kernels, numpy_kernels, vector_math
-from graphc.backends.base import Backend, KernelBuildFailed
-from graphc.backends.numpy_lowering import lower, site_arg
+from graphc.backends.cpu import c_loops, vector_math
+from graphc.lowering import numpy_helpers
+from graphc.backends.backend import Backend, KernelBuildFailed
+from graphc.lowering.numpy_rules import lower, site_arg
 from graphc.ir.shapes import resolve
 from graphc.ir.node import Node
 from graphc.ir.printing import Namer, describe
 from graphc.passes.fusion import Group
 from graphc.passes.memory import VIEW_OPS, Buffer, Piece, Plan, peel_reshape
-from graphc.program import Program
+from graphc.ir.program import Program
 
 _NEEDS_ARRAYS = frozenset({"cast", "one_hot", "concat", "matmul"})  # ops that take no Python scalar
 _RESERVED = {"np", "k", "c", "rng", "bind", "V", "A", "B", "K"}
@@ -197,23 +198,23 @@ class _Writer:
         self.calls += 1
         name = f"fused{len(self.kernels)}"
         described = {m: self.comment(m) for m in group.members}
-        source = c_kernels.kernel_source(name, group, described.__getitem__)
-        function = self.kernel_names.setdefault(c_kernels.loop_code(source), name)
+        source = c_loops.kernel_source(name, group, described.__getitem__)
+        function = self.kernel_names.setdefault(c_loops.loop_code(source), name)
         if function == name:
             self.kernels.append(source)
         for out in group.outputs:
             self.names[out] = self.place_name(self.plan.place[out])
             self.bind_known.add(out)
-        operands = ", ".join(self._loop_operand(n) for n in c_kernels.pointer_operands(group))
+        operands = ", ".join(self._loop_operand(n) for n in c_loops.pointer_operands(group))
         self.bind_lines.append(f"P{k} = c.pointers([{operands}])")
         self.bind_lines.append(f"D{k} = c.dims({self.ctx.shape(group.shape)})")
         for m in group.members:
             if m.op == "one_hot":  # fed labels, checked before the step changes anything
                 labels, depth = self._loop_operand(m.inputs[0]), m.attrs["depth"]
-                self.entry(f"if {c_kernels.label_check(m.inputs[0].dtype)}({labels}_at, {labels}.size, {depth}) >= 0: "
+                self.entry(f"if {c_loops.label_check(m.inputs[0].dtype)}({labels}_at, {labels}.size, {depth}) >= 0: "
                            f"k.check_labels({self.names[m.inputs[0]]}, {depth}{site_arg(m)})")
         ir = " ".join(self.ir_name(m) for m in group.members)
-        loop = "one loop over rows" if c_kernels.runs_by_rows(group) else "one loop"
+        loop = "one loop over rows" if c_loops.runs_by_rows(group) else "one loop"
         self.step_lines.append(f"{function}(P{k}, D{k})  # fused {ir}: {len(group.members)} ops in {loop}")
 
     def _loop_operand(self, node: Node) -> str:
@@ -307,9 +308,9 @@ def generate(program: Program, plan: Optional[Plan] = None) -> Generated:
     for node in plan.schedule:
         writer.emit(node)
     source = writer.finish()
-    namespace: dict[str, Any] = {"np": np, "k": numpy_kernels, "c": c_kernels, "K": writer.ctx.constants}
+    namespace: dict[str, Any] = {"np": np, "k": numpy_helpers, "c": c_loops, "K": writer.ctx.constants}
     if writer.kernels:
-        functions = c_kernels.build("\n\n".join(writer.kernels), [f"fused{i}" for i in range(len(writer.kernels))])
+        functions = c_loops.build("\n\n".join(writer.kernels), [f"fused{i}" for i in range(len(writer.kernels))])
         if functions is None:
             raise KernelBuildFailed(program.name)
         namespace.update(functions)
@@ -327,17 +328,17 @@ class NumpyBackend(Backend):
         return np
 
     def fusable(self, node: Node) -> bool:
-        return c_kernels.eligible(node)
+        return c_loops.eligible(node)
 
     def joins(self, operand: Node, node: Node) -> bool:
-        return c_kernels.joins(operand, node)
+        return c_loops.joins(operand, node)
 
     def fuses(self) -> bool:
-        return c_kernels.compiler() is not None
+        return c_loops.compiler() is not None
 
     def cache_tag(self, passes: bool) -> str:
         if passes and self.fuses():  # the C loops call libmvec or scalar libm, built with debug flags or not
-            debug_flags = "".join(f"+{flag}" for flag in c_kernels.flags()[len(c_kernels.FLAGS):])
+            debug_flags = "".join(f"+{flag}" for flag in c_loops.flags()[len(c_loops.FLAGS):])
             return "numpy+c" + ("+libmvec" if vector_math.enabled() else "") + debug_flags
         return "numpy" if passes else "numpy-unplanned"
 

@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 from graphc.ir.graph import structural_order
 from graphc.ir.node import Literal, Node
-from graphc.program import Program
+from graphc.ir.program import Program
 
 _cache: dict[str, Any] = {}
 
@@ -64,4 +64,5 @@ def store(key: str, value: Any) -> None:
 
 
 def clear() -> None:
+    """Forget every compiled step: the next compile of any program starts cold."""
     _cache.clear()

@@ -1,66 +1,20 @@
-"""A program: the graph a compiled function computes, named outputs plus variable updates.
-
-A train step is a program whose updates write new parameter values (from the
-optimizer) and new running statistics (from batch norm) back to the store.
-Updates are data, not side effects: every update is listed, printed by
-``show("step")`` and checked by the same tests as the outputs.
-"""
+"""Building a train step: forward, gradients, the optimizer's update and the layers' state
+updates as one :class:`~graphc.ir.program.Program` (and, over several ranks, the allreduce
+that keeps the replicas equal)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Mapping, Optional, Sequence
 
 from graphc import ops
 from graphc.autodiff import grad
+from graphc.composites import pack, unpack
 from graphc.errors import GraphcError
 from graphc.ir.graph import toposort
 from graphc.ir.node import Node
-from graphc.ir.printing import format_graph
-from graphc.optim.base import pack, unpack
+from graphc.ir.program import Program, check_unique_names
 
 if TYPE_CHECKING:
     from graphc.optim.base import Optimizer
-
-
-@dataclass
-class Program:
-    name: str
-    outputs: dict[str, Node]
-    updates: dict[Node, Node] = field(default_factory=dict)
-    # Variables the runtime keeps contiguous, in order (the optimizer's packed θ).
-    arenas: list[list[Node]] = field(default_factory=list)
-    # The gradient of the loss for each parameter, by name, for inspection.
-    grads: dict[str, Node] = field(default_factory=dict)
-
-    @property
-    def roots(self) -> list[Node]:
-        return list(self.outputs.values()) + list(self.updates.values())
-
-    def nodes(self) -> list[Node]:
-        return toposort(self.roots)
-
-    def leaves(self, op: str) -> list[Node]:
-        return [n for n in self.nodes() if n.op == op]
-
-    def variables(self) -> list[Node]:
-        """Every variable read or written, parameters first, each in creation order."""
-        seen = {n for n in self.nodes() if n.is_variable} | set(self.updates)
-        return sorted(seen, key=lambda n: (n.op != "param", n.serial))
-
-    def unbound_symbols(self) -> list[str]:
-        """Symbolic sizes used by some node that no input of the program provides."""
-        provided = {d for n in self.leaves("input") for d in n.shape if isinstance(d, str)}
-        used = {d for n in self.nodes() for d in n.shape if isinstance(d, str)}
-        return sorted(used - provided)
-
-    def shown(self) -> dict[str, Node]:
-        """Outputs and new variable values by name (a variable's new value is ``name'``)."""
-        shown: dict[str, Node] = dict(self.outputs)
-        shown.update({f"{v.name}'": new for v, new in self.updates.items()})
-        return shown
-
-    def format(self) -> str:
-        return format_graph(self.shown(), title=self.name)
 
 
 def collect_state_updates(roots: list[Node]) -> dict[Node, Node]:
@@ -110,15 +64,6 @@ def batch_rows(loss: Node) -> Node:
     symbolic leading dimension (1 when every input has a static shape, so ranks weigh the same)."""
     batched = [n for n in toposort([loss]) if n.op == "input" and n.shape and isinstance(n.shape[0], str)]
     return ops.numel(batched[0], 0, dtype=loss.dtype) if batched else ops.constant(1.0, loss.dtype)
-
-
-def check_unique_names(nodes: list[Node]) -> None:
-    by_name: dict[str, Node] = {}
-    for node in nodes:
-        other = by_name.setdefault(node.name, node)
-        if other is not node:
-            raise GraphcError(f"two different {node.op}s are named '{node.name}' "
-                              f"({other!r} built at {other.site}, {node!r} at {node.site}); give them distinct names")
 
 
 def training_program(loss: Node, optimizer: "Optimizer", extra_outputs: Optional[Mapping[str, Node]] = None,

@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from graphc.backends.cuda.cublas import WORKSPACE_BYTES, Cublas
-from graphc.backends.cuda.program import Gemm, GemmSizes
+from graphc.backends.cuda.device_program import Gemm, GemmSizes
 from graphc.errors import GraphcError
 
 H2D, D2H, D2D = 1, 2, 3  # cudaMemcpyKind

@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from graphc.ir.node import Node
-from graphc.ir.primitives import lowering
+from graphc.ir.registry import lowering
 
 # The int types come from <stdint.h>; the CUDA prelude defines them where NVRTC has no headers.
 C_TYPES = {"float32": "float", "float64": "double", "int32": "int32_t", "int64": "int64_t",

@@ -6,7 +6,7 @@ registers: measured on the 2-core CI machine, Adam over the MLP's parameters
 took 0.42 ms as NumPy ufuncs with ``out=`` and 0.12 ms as one C loop, while
 numexpr (the obvious library for this) took 0.9 ms there — slower than NumPy.
 A group of elementwise ops of one shape is a loop over elements; a group of
-row values (a softmax and its cross-entropy, see :mod:`graphc.backends.rows`)
+row values (a softmax and its cross-entropy, see :mod:`graphc.backends.row_groups`)
 is a loop over rows, each row kept in locals.
 
 The C follows NumPy's arithmetic exactly where it can: IEEE float32/float64
@@ -44,8 +44,9 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from graphc.backends import native, rows, vector_math
-from graphc.backends.c_style import C_TYPES, expression, literal, supports
+from graphc.backends import native, row_groups
+from graphc.backends.cpu import vector_math
+from graphc.lowering.c_expressions import C_TYPES, expression, literal, supports
 from graphc.ir import dtypes
 from graphc.ir.node import Node
 from graphc.passes.fusion import Group
@@ -195,11 +196,11 @@ def kernel_source(name: str, group: Group, describe: Callable[[Node], str]) -> s
 
 def runs_by_rows(group: Group) -> bool:
     """Is ``group`` a loop over rows (mixed row shapes, row reductions, one-hot rows), not over elements?"""
-    return rows.is_row_group([m for m in group.members if not is_column_sum(m)])
+    return row_groups.is_row_group([m for m in group.members if not is_column_sum(m)])
 
 
 def row_kernel_source(name: str, group: Group, describe: Callable[[Node], str]) -> str:
-    """A group of row values (see :mod:`graphc.backends.rows`) as a loop over rows r < d[0].
+    """A group of row values (see :mod:`graphc.backends.row_groups`) as a loop over rows r < d[0].
 
     In each row, an [R, C] member is a local array of C values computed in a loop over the
     columns c, an [R, 1] or [R] member one value; row reductions take NumPy's order (the
@@ -239,7 +240,7 @@ def row_kernel_source(name: str, group: Group, describe: Callable[[Node], str]) 
             lines.append(_zeroed(node, slot, str(columns(x))))
             body.append(each_column(x, f"a{slot[node]}[c] += {read(x, x)};") + comment)
             continue
-        if rows.is_row_reduction(node):
+        if row_groups.is_row_reduction(node):
             x = node.inputs[0]
             if x not in wide:  # gather the row the helper reads
                 body.append(f"{t} {var}_row[{columns(x)}];")
@@ -455,8 +456,8 @@ def eligible(node: Node) -> bool:
     if not all(i.op == "input" or _fixed_address(i) for i in node.inputs):
         return False
     if node.op == "one_hot":  # of fed labels only: the step checks them on entry
-        return rows.fusable(node) and node.inputs[0].op == "input" and node.inputs[0].dtype in LABEL_DTYPES
-    return supports(node.op) or (rows.is_row_reduction(node) and dtypes.is_float(node.dtype))
+        return row_groups.fusable(node) and node.inputs[0].op == "input" and node.inputs[0].dtype in LABEL_DTYPES
+    return supports(node.op) or (row_groups.is_row_reduction(node) and dtypes.is_float(node.dtype))
 
 
 def is_column_sum(node: Node) -> bool:
@@ -478,7 +479,7 @@ def joins(operand: Node, node: Node) -> bool:
     may read a column sum, which is complete only when the loop ends."""
     if is_column_sum(operand):
         return False
-    return is_column_sum(node) or rows.joins(operand, node)
+    return is_column_sum(node) or row_groups.joins(operand, node)
 
 
 def _fixed_address(node: Node) -> bool:

@@ -22,7 +22,7 @@ from graphc.ir.graph import toposort
 from graphc.ir.layer import layer_of
 from graphc.ir.node import Node
 from graphc.ir.printing import Namer, Outputs, _as_named, inline_constant, type_str
-from graphc.ir.render import graphviz_package
+from graphc.draw.render import graphviz_package
 from graphc.ir.shapes import fmt
 
 if TYPE_CHECKING:
