@@ -54,6 +54,24 @@ def test_show_prints_forward_gradient_and_source(capsys: pytest.CaptureFixture[s
     assert "def bind(" in views["source"]
 
 
+def test_show_passes_reports_every_stage_with_the_steps_own_names(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["show", str(EXAMPLES / "mlp.py"), "--passes", "--view", "step"]) == 0
+    out = capsys.readouterr().out
+    titles = re.findall(r"^==== (.*?)[:=]", out, flags=re.M)
+    assert [t.split()[0] for t in titles] == ["before", "after", "after", "after", "after", "fusion", "memory",
+                                              "code", "step"]
+    step = out.split("==== step ====")[1]
+    loops = re.findall(r"^loop \d+ over \[.*?\]: (.*)$", out, flags=re.M)
+    buffers = re.findall(r"^buffer (\d+): \w+\[.*?\] holds (.*)$", out, flags=re.M)
+    plan_line = re.search(r"==== fusion: (\d+) fused loops", out)
+    assert loops and len(loops) == int(plan_line.group(1))
+    assert [int(b) for b, _ in buffers] == list(range(len(buffers)))
+    # every member of a fused loop is a value the printed step defines under the same name and op
+    for member in (m for loop in loops for m in loop.split(", ")):
+        name, op = member.split(" = ")
+        assert re.search(rf"^\s+{re.escape(name)}\s+\S+ = {op}\b", step, flags=re.M), member
+
+
 def test_show_writes_the_gradient_graph_as_dot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     dot = tmp_path / "grad.dot"
     assert main(["show", str(EXAMPLES / "explicit_mlp.py"), "--view", "forward", "--dot", str(dot)]) == 0

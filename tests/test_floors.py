@@ -110,3 +110,16 @@ def test_graphc_imports_without_graphviz() -> None:
     run = subprocess.run([sys.executable, "-c", "import sys; sys.modules['graphviz'] = None; import graphc; "
                           "import graphc.cli, graphc.train.trainer"], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
+
+
+def floors_picture() -> str:
+    """The floors as docs/architecture.md draws them, highest first, numbered from the bottom."""
+    lines = [f"{height + 1:>3}  " + " | ".join(p.removeprefix("graphc.") for p in packages)
+             for height, packages in reversed(list(enumerate(floors())))]
+    return "```\n" + "\n".join(lines) + "\n```"
+
+
+def test_the_architecture_page_draws_the_contracts_floors() -> None:
+    page = (ROOT / "docs" / "architecture.md").read_text()
+    drawn = page.split("<!-- floors: generated from pyproject.toml by tests/test_floors.py -->\n")[1]
+    assert drawn.split("\n<!-- /floors -->")[0] == floors_picture()
