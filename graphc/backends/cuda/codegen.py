@@ -21,13 +21,13 @@ the GPU adds is only how each node runs:
 from __future__ import annotations
 
 import re
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 
-from graphc.lowering.c_expressions import C_TYPES, expression, literal, supports
-from graphc.backends import row_groups
-from graphc.backends.cuda.kernels import PRELUDE, RNG_ADVANCE, KernelText, axis_indices, offset
+from graphc.lowering.c_expressions import C_TYPES, literal, supports
+from graphc.backends import loops, row_groups
+from graphc.backends.cuda.kernels import INDEX, PRELUDE, RNG_ADVANCE, KernelText, axis_indices, offset
 from graphc.backends.cuda.device_program import (Copy, DeviceProgram, Gemm, Launch, Region, Size, View,
                                           row_major_strides)
 from graphc.errors import DistributedError
@@ -39,6 +39,7 @@ from graphc.passes.fusion import Group
 from graphc.parallel.communicator import active
 from graphc.passes.memory import VIEW_OPS, Buffer, Piece, Plan
 from graphc.ir.program import Program
+from graphc.ir.shapes import Shape
 
 VARIABLE_KINDS = ("variable", "arena")
 GEMM_SUM_MIN = 64  # reduce by GEMM against ones from this many summed elements on
@@ -200,22 +201,8 @@ class _Lowering:
     def elementwise(self, members: list[Node], inputs: list[Node], outputs: list[Node], shape: tuple,
                     kind: str, note: str) -> None:
         text = self.new_kernel(kind)
-        axes: set[int] = set()
-        local: dict[Node, str] = {}
-        body = []
-        for node in inputs:
-            local[node] = self.operand(node, text, shape, axes, local)
-        for j, node in enumerate(members):
-            expr = expression(node, [local[i] for i in node.inputs])
-            body.append(f"const {C_TYPES[node.dtype]} v{j} = {expr};  // {self.comment(node)}")
-            local[node] = f"v{j}"
-        for node in outputs:
-            out = self.view(node)
-            index, used = offset(out, shape, text)
-            axes |= used
-            body.append(f"{text.pointer(out, writes=True)}[{index}] = {local[node]};")
-        self.add_kernel(text, axis_indices(shape, axes, text) + body, Size.of(shape),
-                        tuple(members) or tuple(outputs), note)
+        _, body = loops.elementwise(_KernelTarget(self, text), members, inputs, outputs, shape)
+        self.add_kernel(text, body, Size.of(shape), tuple(members) or tuple(outputs), note)
 
     def fill(self, target: View, node: Node, note: str) -> None:
         """Write ``node``'s value (read through its view, or computed inline) contiguously into ``target``."""
@@ -435,78 +422,12 @@ class _Lowering:
             self.elementwise(group.members, group.inputs, group.outputs, group.shape, "fused", note)
 
     def rows(self, group: Group, note: str) -> None:
-        """A group of row values as one kernel, a thread per row (see :mod:`graphc.backends.row_groups`).
-
-        [R, C] values live in arrays of C registers, [R, 1] and [R] values in one; every operand is
-        read before any result is stored, so results may overwrite operands in place.  Inside a loop
-        over the columns c of a [R, C] value, f0 and f1 are the row and column and f the flat index."""
-        text = self.new_kernel("rows")
-        wide: dict[Node, str] = {}      # [R, C] members: their register arrays
-        narrow: dict[Node, str] = {}    # [R, 1] and [R] members: their register
-        body: list[str] = []
-
-        def columns(node: Node) -> int:
-            return node.shape[1] if node.ndim == 2 else 1
-
-        def loop(count: int, statement: str) -> str:
-            names = [f"{n} = {v}" for n, v in (("f0", "i"), ("f1", "c"), ("f", f"i * {count} + c"))
-                     if re.search(rf"\b{n}\b", statement)]
-            index = f"const int64_t {', '.join(names)}; " if names else ""
-            return f"for (int64_t c = 0; c < {count}; c++) {{ {index}{statement} }}"
-
-        def in_loop(node: Node, loop_shape: tuple) -> str:
-            """``node`` inside a loop over the columns of ``loop_shape``."""
-            if node in wide:
-                return f"{wide[node]}[c]"
-            return narrow.get(node) or self.operand(node, text, loop_shape, set(), {}, "f")
-
-        def at_row(node: Node, loop_shape: tuple) -> str:
-            if node in wide:  # a one-hot row of one column
-                return f"{wide[node]}[0]"
-            return narrow.get(node) or self.operand(node, text, loop_shape, set(), {}, "i")
-
-        for j, node in enumerate(group.members):
-            t, name, comment = C_TYPES[node.dtype], f"v{j}", f"  // {self.comment(node)}"
-            if node.op in ("sum", "max"):
-                x = node.inputs[0]
-                value = in_loop(x, x.shape)
-                if node.op == "sum":
-                    acc = "double" if node.dtype in ("float32", "float64") else "int64_t"
-                    body.append(f"{acc} {name}_acc = 0;{comment}")
-                    body.append(loop(columns(x), f"{name}_acc += ({acc}){value};"))
-                else:  # NaN wins, as in NumPy: the sum of a NaN and anything is NaN
-                    acc = t
-                    body.append(f"{acc} {name}_acc = 0;{comment}")
-                    body.append(loop(columns(x), f"const {t} x = {value}; {name}_acc = (c == 0) ? x : "
-                                                 f"({name}_acc != {name}_acc || x != x) ? ({name}_acc + x) : "
-                                                 f"(x > {name}_acc ? x : {name}_acc);"))
-                body.append(f"const {t} {name} = ({t}){name}_acc;")
-                narrow[node] = name
-            elif node.op == "one_hot":
+        """A group of row values as one kernel, a thread per row (see :mod:`graphc.backends.row_groups`)."""
+        for node in group.members:
+            if node.op == "one_hot":
                 self.check_labels(node)
-                label = at_row(node.inputs[0], node.inputs[0].shape)
-                body.append(f"{t} {name}[{columns(node)}];{comment}")
-                body.append(loop(columns(node), f"{name}[c] = ({t})({label} == c);"))
-                wide[node] = name
-            elif columns(node) > 1:
-                operands = [in_loop(i, node.shape) for i in node.inputs]
-                body.append(f"{t} {name}[{columns(node)}];{comment}")
-                body.append(loop(columns(node), f"{name}[c] = {expression(node, operands)};"))
-                wide[node] = name
-            else:
-                operands = [at_row(i, node.shape) for i in node.inputs]
-                body.append(f"const {t} {name} = {expression(node, operands)};{comment}")
-                narrow[node] = name
-        for node in group.outputs:
-            out = self.view(node)
-            if node in wide:
-                index, _ = offset(out, node.shape, text, "f")
-                body.append(loop(columns(node), f"{text.pointer(out, writes=True)}[{index}] = {wide[node]}[c];"))
-            else:
-                index, _ = offset(out, node.shape, text, "i")
-                body.append(f"{text.pointer(out, writes=True)}[{index}] = {narrow[node]};")
-        if any(re.search(r"\bi0\b", line) for line in body):
-            body.insert(0, "const int64_t i0 = i;")
+        text = self.new_kernel("rows")
+        _, body = loops.rows(_KernelTarget(self, text), group.members, group.outputs)
         self.add_kernel(text, body, Size.of([group.members[0].shape[0]]), tuple(group.members), note)
 
     def finish(self) -> DeviceProgram:
@@ -535,6 +456,44 @@ class _Lowering:
         return DeviceProgram(self.program.name, self.regions, self.steps, self.kernels, self.kernel_names,
                              [(n, f"in:{n.name}") for n in self.inputs], self.variables, self.arenas, outputs,
                              written, self.constants, self.ones, self.rng, self.labels)
+
+
+class _KernelTarget(loops.Target):
+    """A kernel's loop body at flat index i (one thread each; the grid-stride loop is the kernel's).
+    Operands are views, read through their strides.  Inside a loop over the columns c of a row,
+    f0 and f1 are the row and column and f the flat index of the row value's element."""
+    index_type = INDEX
+    flat = True
+    numpy_order = False
+
+    def __init__(self, lowering: _Lowering, text: KernelText):
+        self.lowering, self.text = lowering, text
+        self.axes: set[int] = set()
+
+    def read(self, node: Node, shape: Shape, at: loops.At) -> str:
+        axes = set() if at == loops.At.COLUMN else self.axes  # a column's indices are declared per column
+        return self.lowering.operand(node, self.text, shape, axes, {}, "f" if at == loops.At.COLUMN else "i")
+
+    def write(self, node: Node, shape: Shape, at: loops.At) -> str:
+        out = self.lowering.view(node)
+        index, used = offset(out, shape, self.text, "f" if at == loops.At.COLUMN else "i")
+        if at != loops.At.COLUMN:
+            self.axes |= used
+        return f"{self.text.pointer(out, writes=True)}[{index}]"
+
+    def pointer(self, node: Node) -> str:
+        return self.text.pointer(self.lowering.view(node), writes=True)
+
+    def extent(self, dims: Sequence) -> Optional[str]:
+        return self.text.extent(dims)
+
+    def comment(self, node: Node) -> str:
+        return f"  // {self.lowering.comment(node)}"
+
+    def column_indices(self, columns: int, statement: str) -> str:
+        names = [f"{n} = {v}" for n, v in (("f0", "i"), ("f1", "c"), ("f", f"i * {columns} + c"))
+                 if re.search(rf"\b{n}\b", statement)]
+        return f"const {INDEX} {', '.join(names)}; " if names else ""
 
 
 def lower(program: Program, plan: Plan) -> DeviceProgram:

@@ -10,14 +10,16 @@ work that matters (the GEMMs) is in cuBLAS anyway.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Optional, Sequence
 
 from graphc.lowering.c_expressions import C_TYPES
+from graphc.backends import loops
 from graphc.backends.cuda.device_program import Size, Symbol, View, symbol_param
 from graphc.ir.shapes import Shape
 
 BLOCK = 256
 MAX_BLOCKS = 4096  # the grid-stride loop covers the rest
+INDEX = "long long"  # the type of a kernel's indices
 
 # int32_t and friends come from <stdint.h> under nvcc and the host compiler; NVRTC (CuPy's
 # compiler) has no standard headers, so they are defined here, as are an infinity and a NaN,
@@ -101,6 +103,11 @@ class KernelText:
         self.symbols.update(size.symbols)
         return size.c()
 
+    def extent(self, dims: Sequence) -> Optional[str]:
+        """The product of ``dims`` as a kernel expression; None when it is 1."""
+        size = Size.of(dims)
+        return None if size == Size() else self.size(size)
+
     def source(self, loop: Sequence[str], comment: str = "") -> str:
         """The kernel: ``loop`` runs once for each i in [0, n)."""
         params = ["const long long n"] + [f"const long long {symbol_param(s)}" for s in sorted(self.symbols)]
@@ -108,12 +115,8 @@ class KernelText:
             const = "" if name in self.written else "const "
             params.append(f"{const}{C_TYPES[view.dtype]} *{name}")
         head = f'extern "C" __global__ void {self.name}({", ".join(params)})'
-        lines = ([f"// {comment}"] if comment else []) + [head + " {",
-                 "    const long long stride = (long long)blockDim.x * gridDim.x;",
-                 "    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {"]
-        lines += ["        " + line for line in loop]
-        lines += ["    }", "}"]
-        return "\n".join(lines)
+        kernel = loops.function(head, loops.grid_stride(INDEX, loop))
+        return f"// {comment}\n{kernel}" if comment else kernel
 
     def launch_args(self, count: Size) -> tuple:
         return (count, *(Symbol(s) for s in sorted(self.symbols)), *self.views)
@@ -121,13 +124,7 @@ class KernelText:
 
 def axis_indices(shape: Shape, used: set[int], text: KernelText, flat: str = "i") -> list[str]:
     """Lines defining ``{flat}{a}`` for each axis a in ``used``, from the flat row-major index."""
-    lines = []
-    for a in sorted(used):
-        inner = Size.of(shape[a + 1:])
-        divided = flat if inner == Size() else f"({flat} / {text.size(inner)})"
-        extent = f" % {text.size(Size.of([shape[a]]))}" if a > 0 else ""
-        lines.append(f"const long long {flat}{a} = {divided}{extent};")
-    return lines
+    return loops.axis_indices(INDEX, text.extent, shape, used, flat)
 
 
 def offset(view: View, loop_shape: Shape, text: KernelText, flat: str = "i") -> tuple[str, set[int]]:
