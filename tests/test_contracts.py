@@ -213,10 +213,10 @@ def test_inputs_may_take_the_names_the_generated_code_uses() -> None:
 
 
 def test_the_kernel_cache_lives_under_the_users_cache_folder(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
-    from graphc.backends.cpu import c_loops
+    from graphc.backends import native
     monkeypatch.delenv("GRAPHC_CACHE_DIR", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
-    assert c_loops._cache_dir() == tmp_path / ".cache" / "graphc" / "kernels"
+    assert native.cache_dir() == tmp_path / ".cache" / "graphc" / "kernels"
 
 
 @pytest.mark.parametrize("size, folded", [(64, True), (65, False)])

@@ -13,6 +13,7 @@ import pytest
 
 import graphc as gc
 from graphc.compiler import step_cache
+from graphc.backends import native
 from graphc.backends.cpu import c_loops
 
 pytestmark = pytest.mark.skipif(c_loops.compiler() is None, reason="no C compiler")
@@ -111,7 +112,7 @@ def test_a_failed_build_falls_back_to_numpy_with_one_warning(tmp_path: Path, mon
     assert c_loops.build(constant_kernel(2.0), ["put"]) is None
     (line,) = warning_lines(capsys.readouterr().err)
     assert "running plain NumPy" in line and cause in line
-    assert f"(kernel cache {c_loops._cache_dir()})" in line
+    assert f"(kernel cache {native.cache_dir()})" in line
 
 
 def test_a_step_whose_kernels_cannot_build_runs_as_numpy(monkeypatch: pytest.MonkeyPatch,

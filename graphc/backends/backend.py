@@ -13,11 +13,14 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any
 
+from graphc.backends.native import KernelBuildFailed
 from graphc.ir.node import Node
 from graphc.ir.program import Program
 from graphc.passes.fusion import same_shape
 from graphc.passes.memory import Plan
 from graphc.runtime.executable import Executable
+
+__all__ = ["Backend", "KernelBuildFailed"]
 
 
 class Backend(ABC):
@@ -48,9 +51,6 @@ class Backend(ABC):
 
     @abstractmethod
     def generate(self, program: Program, plan: Plan) -> Executable:
-        """Lower ``program`` placed as ``plan`` says; raises :class:`KernelBuildFailed` when the
-        fused kernels do not build, and the compiler plans again without fusion."""
-
-
-class KernelBuildFailed(Exception):
-    """The kernel compiler could not build the fused kernels; compile again without fusion."""
+        """Lower ``program`` placed as ``plan`` says; raises :class:`KernelBuildFailed` (the native
+        toolchain's one failure, named here for the compiler that catches it) when the fused kernels
+        do not build, and the compiler plans again without fusion."""

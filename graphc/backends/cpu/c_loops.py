@@ -20,26 +20,18 @@ in NumPy (which warns).  Transcendentals come from libm, which may differ from N
 the last bit (exp, log and tanh from libmvec where it exists: a few bits, see
 ``vector_math``), and subnormal numbers flush to zero (see ``PRELUDE``).
 
-Compiled libraries are cached on disk under a name holding a digest of their
-source and one of their own bytes, and checked against both before loading: a
-truncated, corrupted or swapped file is rebuilt, never run.  Without a C
-compiler the backend runs plain NumPy; when building, writing or loading a
+Libraries are built, cached and checked by :mod:`graphc.backends.native`: a
+truncated, corrupted or swapped file in the cache is rebuilt, never run.  Without
+a C compiler the backend runs plain NumPy; when building, writing or loading a
 library fails (a broken compiler, a read-only cache folder), so does the step,
 after a one-line warning naming the cause and the folder.
 """
 from __future__ import annotations
 
-import contextlib
 import ctypes
-import hashlib
 import os
-import platform
 import re
-import shutil
-import subprocess
 import sys
-import tempfile
-from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -310,17 +302,10 @@ def pointer_operands(group: Group) -> list[Node]:
 
 
 def compiler() -> Optional[str]:
+    """The C compiler ($CC, else gcc or cc); None where there is none or GRAPHC_KERNELS=numpy asks for none."""
     if os.environ.get("GRAPHC_KERNELS", "c") == "numpy":
         return None
-    return shutil.which(os.environ.get("CC", "gcc")) or shutil.which("cc")
-
-
-def _cache_dir() -> Path:
-    return native.cache_dir()
-
-
-class KernelCacheError(Exception):
-    """Why fused kernels could not be built or loaded; the step then runs as plain NumPy."""
+    return native.find_compiler("CC", "gcc", "cc")
 
 
 _warned: set[str] = set()
@@ -333,66 +318,22 @@ def build(source: str, names: Sequence[str]) -> Optional[dict[str, Callable]]:
     if cc is None:
         return None
     full = PRELUDE + vector_math.declarations() + source + "\n"
-    # Comments (the IR each line came from) do not change the binary: leave them out of the key,
-    # so an equal model rebuilt with other node numbers finds its library.
-    code = _without_comments(full)
-    tag = hashlib.sha256("\0".join([code, cc, *flags(), *vector_math.options(), platform.machine(),
-                                    native.cpu_tag()]).encode()).hexdigest()[:24]
-    folder = _cache_dir()
+    checks = [label_check(dtype) for dtype in LABEL_DTYPES]
     try:
-        functions = _load_cached(folder, tag, names)
-        if functions is None:
-            _compile_into(cc, full, folder, tag)
-            functions = _load_cached(folder, tag, names)
-        if functions is None:
-            raise KernelCacheError("the library just built does not load")
-    except KernelCacheError as exc:
-        message = f"graphc: warning: fused C kernels are off, running plain NumPy: {exc} (kernel cache {folder})"
+        functions = native.load(cc, flags(), full, [*names, *checks], prefix="k", suffix=".c",
+                                libraries=vector_math.options())
+    except native.KernelBuildFailed as exc:
+        message = (f"graphc: warning: fused C kernels are off, running plain NumPy: {exc} "
+                   f"(kernel cache {native.cache_dir()})")
         if message not in _warned:
             _warned.add(message)
             print(message, file=sys.stderr)
         return None
-    return functions
-
-
-def _load_cached(folder: Path, tag: str, names: Sequence[str]) -> Optional[dict[str, Callable]]:
-    """The first cached build of ``tag`` whose bytes match the digest in its name and which loads.
-
-    A library's file name holds a digest of its source (``tag``) and one of its own bytes, so a
-    truncated, corrupted or swapped file is known before it is loaded; such a file is removed
-    (when the folder allows) and, finding nothing valid, the caller rebuilds.
-    """
-    if not folder.is_dir():
-        return None
-    for library in sorted(folder.glob(f"k{tag}-*.so")):
-        try:
-            valid = library.name == _library_name(tag, library.read_bytes())
-            functions = _open(library, names) if valid else None
-        except (OSError, AttributeError):
-            functions = None
-        if functions is not None:
-            return functions
-        with contextlib.suppress(OSError):
-            library.unlink()
-    return None
-
-
-def _library_name(tag: str, binary: bytes) -> str:
-    return f"k{tag}-{hashlib.sha256(binary).hexdigest()[:16]}.so"
-
-
-def _open(library: Path, names: Sequence[str]) -> dict[str, Callable]:
-    lib = ctypes.CDLL(str(library))
-    functions = {}
     for name in names:
-        fn = getattr(lib, name)
-        fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
-        fn.restype = None
-        functions[name] = fn
-    for dtype in LABEL_DTYPES:
-        check = getattr(lib, label_check(dtype))
-        check.argtypes, check.restype = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64], ctypes.c_int64
-        functions[label_check(dtype)] = check
+        functions[name].argtypes, functions[name].restype = [ctypes.c_void_p, ctypes.c_void_p], None
+    for check in checks:
+        functions[check].argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64]
+        functions[check].restype = ctypes.c_int64
     return functions
 
 
@@ -402,32 +343,6 @@ LABEL_DTYPES = ("int32", "int64")  # labels a fused one-hot reads (its check is 
 def label_check(dtype: str) -> str:
     """The library's function that finds the first label out of range (-1 if none)."""
     return f"first_bad_{dtype}"
-
-
-def _compile_into(cc: str, source: str, folder: Path, tag: str) -> None:
-    """Build the library in a private folder, then move it into the cache under its digests."""
-    with tempfile.TemporaryDirectory() as tmp:
-        c_file = Path(tmp) / "kernels.c"
-        c_file.write_text(source)
-        built = Path(tmp) / "kernels.so"
-        try:
-            result = subprocess.run([cc, *flags(), "-o", str(built), str(c_file), *vector_math.options(), "-lm"],
-                                    capture_output=True, text=True)
-        except OSError as exc:
-            raise KernelCacheError(f"the C compiler {cc} cannot run: {exc.strerror or exc}") from None
-        if result.returncode != 0:
-            first = next((line for line in result.stderr.splitlines() if "error" in line), result.stderr.strip())
-            raise KernelCacheError(f"the C compiler {cc} failed (exit {result.returncode}): {first[:200]}")
-        binary = built.read_bytes() if built.is_file() else b""
-        if not binary:
-            raise KernelCacheError(f"the C compiler {cc} exited without error but wrote no library; "
-                                   f"set CC to a working C compiler, or GRAPHC_KERNELS=numpy")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        native.install(folder / _library_name(tag, binary), binary)
-    except OSError as exc:
-        raise KernelCacheError(f"cannot write to the kernel cache: {exc.strerror or exc}; make the folder "
-                               f"writable or point GRAPHC_CACHE_DIR at one") from None
 
 
 def pointers(arrays: Sequence[np.ndarray]) -> ctypes.Array:

@@ -12,18 +12,16 @@ writes all of them (no shared memory, barriers or warp shuffles).
 from __future__ import annotations
 
 import ctypes
-import os
-import platform
 import threading
 import re
-import shutil
+from types import SimpleNamespace
 from typing import Callable, Optional, Sequence
 
 import numpy as np
 
 from graphc.backends.cuda.kernels import PRELUDE
 from graphc.backends.cuda.device_program import ITEM_BYTES, Gemm, GemmSizes
-from graphc.backends.native import BuildFailed, cpu_tag, shared_library
+from graphc.backends import native
 from graphc.errors import GraphcError
 
 SHIM = r"""// CUDA built-ins as host variables: a launch sets them and calls the kernel once per thread.
@@ -51,7 +49,8 @@ _SIGNATURE = re.compile(r'extern "C" __global__ void (\w+)\(([^)]*)\)')
 
 
 def host_compiler() -> Optional[str]:
-    return shutil.which(os.environ.get("CXX", "g++")) or shutil.which("c++")
+    """The host C++ compiler ($CXX, else g++ or c++); None where there is none."""
+    return native.find_compiler("CXX", "g++", "c++")
 
 
 def launchers(translation_unit: str) -> str:
@@ -73,7 +72,7 @@ def launchers(translation_unit: str) -> str:
     return "\n\n".join(out)
 
 
-_loaded: dict[str, ctypes.CDLL] = {}  # translation unit → a library holding its kernels
+_loaded: dict[str, SimpleNamespace] = {}  # translation unit → the launchers of a library holding its kernels
 
 
 def preload(translation_units: Sequence[str]) -> None:
@@ -85,26 +84,28 @@ def preload(translation_units: Sequence[str]) -> None:
         _loaded[tu] = library
 
 
-def build(translation_unit: str) -> ctypes.CDLL:
-    """The host library of a translation unit and its launchers (compiled once, cached on disk by source)."""
+def build(translation_unit: str) -> SimpleNamespace:
+    """The launchers of a translation unit's kernels, ``launch_<kernel>`` (compiled once, cached on disk)."""
     library = _loaded.get(translation_unit)
     if library is None:
         library = _loaded[translation_unit] = _compile(translation_unit)
     return library
 
 
-def _compile(translation_unit: str) -> ctypes.CDLL:
+def _compile(translation_unit: str) -> SimpleNamespace:
     cxx = host_compiler()
     if cxx is None:
         raise GraphcError("the CUDA emulator needs a C++ compiler (g++); install one or set CXX")
     source = SHIM + translation_unit + "\n" + launchers(translation_unit) + "\n"
+    symbols = [f"launch_{name}" for name, _ in _SIGNATURE.findall(translation_unit)]
     try:
-        # -march=native: a library built for one CPU must not load on another sharing the cache folder
-        key = [re.sub(r"//[^\n]*", "", source), platform.machine(), cpu_tag()]
-        library = shared_library(cxx, FLAGS, source, key, "emu", ".cpp")
-    except BuildFailed as exc:
-        raise GraphcError(f"the emulator could not compile the CUDA program: {str(exc)[:2000]}") from None
-    return ctypes.CDLL(str(library))
+        functions = native.load(cxx, FLAGS, source, symbols, prefix="emu", suffix=".cpp")
+    except native.KernelBuildFailed as exc:
+        raise GraphcError(f"the emulator could not build the CUDA program: {exc.diagnostics[:2000]} "
+                          f"(kernel cache {native.cache_dir()})") from None
+    for function in functions.values():
+        function.argtypes, function.restype = [ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p], None
+    return SimpleNamespace(**functions)
 
 
 class EmulatedDevice:
@@ -131,8 +132,6 @@ class EmulatedDevice:
         values = [ctypes.c_void_p(v) if kind == "pointer" else ctypes.c_longlong(v) for kind, v in args]
         table = (ctypes.c_void_p * max(len(values), 1))(*[ctypes.addressof(v) for v in values])
         fn = getattr(self.library, f"launch_{kernel}")
-        fn.argtypes = [ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p]
-        fn.restype = None
 
         def call() -> None:
             fn(blocks, threads, table)
