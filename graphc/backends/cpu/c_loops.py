@@ -36,11 +36,12 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from graphc.backends import native, row_groups
+from graphc.backends import loops, native, row_groups
 from graphc.backends.cpu import vector_math
-from graphc.lowering.c_expressions import C_TYPES, expression, literal, supports
+from graphc.lowering.c_expressions import C_TYPES, literal, supports
 from graphc.ir import dtypes
 from graphc.ir.node import Node
+from graphc.ir.shapes import Shape
 from graphc.passes.fusion import Group
 
 # No SLP vectorization: GCC 12.2 at -O3 with AVX2 or AVX-512 drops a float32 rounding when a row
@@ -146,146 +147,94 @@ def _index(operand: Node, out_ndim: int) -> str:
     return " + ".join(terms) or "0"
 
 
+def _row_index(node: Node, shape: Shape) -> str:
+    """Offset of ``node`` at row r (and column c, in a member of two dimensions) of a row loop.
+    NumPy aligns shapes on the right: a 1-D operand of a wide member runs along its columns."""
+    indices = ("r", "c")[2 - node.ndim:] if len(shape) == 2 else ("r",)
+    terms = []
+    for axis, (dim, index) in enumerate(zip(node.shape, indices)):
+        if dim != 1:
+            stride = int(np.prod(node.shape[axis + 1:], dtype=np.int64))
+            terms.append(f"{index} * {stride}" if stride != 1 else index)
+    return " + ".join(terms) or "0"
+
+
+class _CTarget(loops.Target):
+    """A C function ``void name(char **p, const int64_t *d)``: p holds the input then output pointers
+    (contiguous arrays), d the loop dimensions; loops nest over the dimensions, or over rows."""
+    index_type = "int64_t"
+    flat = False
+    numpy_order = True
+
+    def __init__(self, group: Group, describe: Callable[[Node], str]):
+        self.describe = describe
+        self.axes: set[int] = set()
+        self.slot = {n: k for k, n in enumerate(pointer_operands(group))}
+        self.scalars: dict[Node, str] = {}  # inputs that are one value for the whole loop
+        for node in group.inputs:
+            if node not in self.slot:
+                self.scalars[node] = literal(node.attrs["value"].array.reshape(()).item(), node.dtype)
+            elif all(d == 1 for d in node.shape):
+                self.scalars[node] = f"s{self.slot[node]}"
+
+    def opening(self, group: Group) -> list[str]:
+        """The pointers, and the inputs loaded once (arrays of one element)."""
+        lines = ["FLUSH_SUBNORMALS_BEGIN"]
+        operands = pointer_operands(group)
+        inputs = len(operands) - len(group.outputs)
+        for k, node in enumerate(operands):
+            const = "const " if k < inputs else ""
+            lines.append(f"{const}{C_TYPES[node.dtype]} *a{k} = ({const}{C_TYPES[node.dtype]} *)p[{k}];")
+        for node, scalar in self.scalars.items():
+            if node in self.slot:
+                lines.append(f"const {C_TYPES[node.dtype]} {scalar} = a{self.slot[node]}[0];")
+        return lines
+
+    def read(self, node: Node, shape: Shape, at: loops.At) -> str:
+        return self.scalars.get(node) or self.write(node, shape, at)
+
+    def write(self, node: Node, shape: Shape, at: loops.At) -> str:
+        index = _index(node, len(shape)) if at == loops.At.ELEMENT else _row_index(node, shape)
+        return f"{self.pointer(node)}[{index}]"
+
+    def pointer(self, node: Node) -> str:
+        return f"a{self.slot[node]}"
+
+    def extent(self, dims: Sequence) -> Optional[str]:
+        raise AssertionError("C loops run over d[], not flat indices")
+
+    def comment(self, node: Node) -> str:
+        return f"  /* {self.describe(node)} */"
+
+    def accumulates(self, node: Node) -> bool:
+        return is_column_sum(node)
+
+
 def kernel_source(name: str, group: Group, describe: Callable[[Node], str]) -> str:
     """One C function ``void name(char **p, const int64_t *d)``: p holds the input then output
     pointers, d the loop dimensions (the group's shape, resolved)."""
     if runs_by_rows(group):
         return row_kernel_source(name, group, describe)
-    ndim = len(group.shape)
-    lines, slot, local = _opening(name, group)
-    whole = next(m for m in reversed(group.members) if m.op != "sum")  # indexed by the whole loop
-    body = [f"const int64_t o = {_index(whole, ndim) if ndim else '0'};"]
-    for node in group.inputs:
-        if node not in local:
-            local[node] = f"a{slot[node]}[{_index(node, ndim) if ndim else '0'}]"
-    for j, node in enumerate(group.members):
-        if node.op == "sum":  # a column sum (see is_column_sum): zeroed first, one row added per i0
-            lines.append(_zeroed(node, slot, " * ".join(f"d[{k}]" for k in range(1, ndim))))
-            body.append(f"a{slot[node]}[{_index(node, ndim)}] += {local[node.inputs[0]]};  /* {describe(node)} */")
-            continue
-        var = f"v{j}"
-        body.append(f"const {C_TYPES[node.dtype]} {var} = {expression(node, [local[i] for i in node.inputs])};"
-                    f"  /* {describe(node)} */")
-        local[node] = var
-    for node in group.outputs:
-        if node.op != "sum":
-            body.append(f"a{slot[node]}[o] = {local[node]};")
-    indent = "    "
-    for axis in range(ndim):
-        if axis == ndim - 1:
-            # Outputs alias inputs only element for element (the memory plan's in-place
-            # rule), so iterations are independent: let the compiler vectorize freely.
-            lines.append(f"{indent}#pragma GCC ivdep")
-        lines.append(f"{indent}for (int64_t i{axis} = 0; i{axis} < d[{axis}]; i{axis}++) {{")
-        indent += "    "
-    lines += [indent + b for b in body]
-    for axis in reversed(range(ndim)):
-        indent = indent[:-4]
-        lines.append(f"{indent}}}")
-    lines += ["    FLUSH_SUBNORMALS_END", "}"]
-    return "\n".join(lines)
+    target = _CTarget(group, describe)
+    return _function(name, group, target, *loops.elementwise(target, group.members, group.inputs, group.outputs,
+                                                             group.shape))
+
+
+def row_kernel_source(name: str, group: Group, describe: Callable[[Node], str]) -> str:
+    """A group of row values (see :mod:`graphc.backends.row_groups`) as a loop over rows r < d[0],
+    row reductions in NumPy's order (the prelude's ``row_sum`` and ``row_max`` helpers)."""
+    target = _CTarget(group, describe)
+    return _function(name, group, target, *loops.rows(target, group.members, group.outputs))
+
+
+def _function(name: str, group: Group, target: _CTarget, before: list[str], loop: list[str]) -> str:
+    body = target.opening(group) + before + loop + ["FLUSH_SUBNORMALS_END"]
+    return loops.function(f"void {name}(char **p, const int64_t *d)", body)
 
 
 def runs_by_rows(group: Group) -> bool:
     """Is ``group`` a loop over rows (mixed row shapes, row reductions, one-hot rows), not over elements?"""
     return row_groups.is_row_group([m for m in group.members if not is_column_sum(m)])
-
-
-def row_kernel_source(name: str, group: Group, describe: Callable[[Node], str]) -> str:
-    """A group of row values (see :mod:`graphc.backends.row_groups`) as a loop over rows r < d[0].
-
-    In each row, an [R, C] member is a local array of C values computed in a loop over the
-    columns c, an [R, 1] or [R] member one value; row reductions take NumPy's order (the
-    ``row_sum`` and ``row_max`` helpers).  A row's outputs are stored after all its values
-    are computed, so they may overwrite the row's operands in place; column sums are zeroed
-    first and add one row per iteration, as NumPy adds them."""
-    lines, slot, local = _opening(name, group)
-    wide: set[Node] = set()  # members holding a row of C > 1 values
-
-    def columns(node: Node) -> int:
-        return node.shape[1] if node.ndim == 2 else 1
-
-    def read(node: Node, consumer: Node) -> str:
-        """``node`` as ``consumer`` reads it: at column c when ``consumer`` is wide (a row of one
-        column, such as a one-hot of one class, broadcast along the columns: its only value)."""
-        if node in wide:
-            return f"{local[node]}[c]" if columns(node) > 1 else f"{local[node]}[0]"
-        if node in local:
-            return local[node]
-        # NumPy aligns shapes on the right: a 1-D operand of a wide member runs along its columns.
-        indices = ("r", "c")[2 - node.ndim:] if consumer.ndim == 2 else ("r",)
-        terms = []
-        for axis, (dim, index) in enumerate(zip(node.shape, indices)):
-            if dim != 1:
-                stride = int(np.prod(node.shape[axis + 1:], dtype=np.int64))
-                terms.append(f"{index} * {stride}" if stride != 1 else index)
-        return f"a{slot[node]}[{' + '.join(terms) or '0'}]"
-
-    def each_column(node: Node, statement: str) -> str:
-        return f"for (int64_t c = 0; c < {columns(node)}; c++) {statement}"
-
-    body: list[str] = []
-    for j, node in enumerate(group.members):
-        t, var, comment = C_TYPES[node.dtype], f"v{j}", f"  /* {describe(node)} */"
-        if is_column_sum(node):
-            x = node.inputs[0]
-            lines.append(_zeroed(node, slot, str(columns(x))))
-            body.append(each_column(x, f"a{slot[node]}[c] += {read(x, x)};") + comment)
-            continue
-        if row_groups.is_row_reduction(node):
-            x = node.inputs[0]
-            if x not in wide:  # gather the row the helper reads
-                body.append(f"{t} {var}_row[{columns(x)}];")
-                body.append(each_column(x, f"{var}_row[c] = {read(x, x)};"))
-            row = local[x] if x in wide else f"{var}_row"
-            suffix = "f" if node.dtype == "float32" else "d"
-            body.append(f"const {t} {var} = row_{node.op}_{suffix}({row}, {columns(x)});{comment}")
-        elif node.op == "one_hot":  # its labels are fed, [R] (see eligible)
-            label = f"a{slot[node.inputs[0]]}[r]"
-            body.append(f"{t} {var}[{columns(node)}];{comment}")
-            body.append(each_column(node, f"{var}[c] = ({t})({label} == c);"))
-            wide.add(node)
-        elif columns(node) > 1:
-            body.append(f"{t} {var}[{columns(node)}];{comment}")
-            operands = [read(i, node) for i in node.inputs]
-            body.append(each_column(node, f"{var}[c] = {expression(node, operands)};"))
-            wide.add(node)
-        else:
-            body.append(f"const {t} {var} = {expression(node, [read(i, node) for i in node.inputs])};{comment}")
-        local[node] = var
-    for node in group.outputs:
-        if not is_column_sum(node):
-            body.append(each_column(node, f"a{slot[node]}[r * {columns(node)} + c] = {local[node]}[c];")
-                        if node in wide else f"a{slot[node]}[r] = {local[node]};")
-    lines.append("    for (int64_t r = 0; r < d[0]; r++) {")
-    lines += ["        " + b for b in body]
-    lines += ["    }", "    FLUSH_SUBNORMALS_END", "}"]
-    return "\n".join(lines)
-
-
-def _opening(name: str, group: Group) -> tuple[list[str], dict[Node, int], dict[Node, str]]:
-    """A kernel's first lines: its pointers, and the inputs that are one value for the whole loop
-    (constants, and loaded once: arrays of one element); also each pointer's slot in p."""
-    lines = [f"void {name}(char **p, const int64_t *d) {{", "    FLUSH_SUBNORMALS_BEGIN"]
-    operands = pointer_operands(group)
-    inputs = len(operands) - len(group.outputs)
-    for k, node in enumerate(operands):
-        const = "const " if k < inputs else ""
-        lines.append(f"    {const}{C_TYPES[node.dtype]} *a{k} = ({const}{C_TYPES[node.dtype]} *)p[{k}];")
-    slot = {n: k for k, n in enumerate(operands)}
-    local: dict[Node, str] = {}
-    for node in group.inputs:
-        if node not in slot:
-            local[node] = literal(node.attrs["value"].array.reshape(()).item(), node.dtype)
-        elif all(d == 1 for d in node.shape):
-            local[node] = f"s{slot[node]}"
-            lines.append(f"    const {C_TYPES[node.dtype]} s{slot[node]} = a{slot[node]}[0];")
-    return lines, slot, local
-
-
-def _zeroed(column_sum: Node, slot: dict[Node, int], size: str) -> str:
-    """The loop that zeroes a column sum of ``size`` values before rows are added to it."""
-    return f"    for (int64_t j = 0; j < {size}; j++) a{slot[column_sum]}[j] = 0;"
 
 
 def _without_comments(source: str) -> str:
