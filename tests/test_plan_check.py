@@ -17,7 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import graphc as gc
-from graphc import backends, compiler
+from graphc import backends
+from graphc.compiler import pipeline
 from graphc.passes import memory, optimize, plan_check
 from graphc.passes.fusion import Group
 from graphc.passes.memory import Buffer, Plan
@@ -67,7 +68,7 @@ def test_a_row_loop_does_not_write_a_variable_in_place_over_values_it_reads(whic
     program, start, x = state_update_read_along_the_columns()
     monkeypatch.setenv("GRAPHC_KERNELS", "c")
     store = Store(0)
-    step = compiler._lower(program, store, None, True, backends.get("numpy" if which == "c" else which))
+    step = pipeline.build(program, store, None, backends.get("numpy" if which == "c" else which))
     expected = start
     for _ in range(2):
         step(x=x)
@@ -82,7 +83,7 @@ def test_the_verifier_rejects_the_plans_the_old_rule_made(monkeypatch) -> None:
         compile_on("c", outputs, monkeypatch, name="old_rule_rows")
     program, _, _ = state_update_read_along_the_columns()
     monkeypatch.setenv("GRAPHC_KERNELS", "c")
-    plan = backends.get("numpy").plan(optimize(program)[0], True)
+    plan = pipeline.place(optimize(program)[0], backends.get("numpy"), True)
     with pytest.raises(PlanError, match="another iteration still reads"):
         verify(optimize(program)[0], plan)
 
