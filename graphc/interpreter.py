@@ -15,7 +15,7 @@ from graphc.errors import FeedError
 from graphc.feeds import bind_symbols
 from graphc.ir.graph import toposort
 from graphc.ir.node import Node
-from graphc.ir.registry import RANDOM
+from graphc.ir.registry import RANDOM, is_fed, is_named_leaf
 from graphc.ir.shapes import resolve
 from graphc.ir.site import at_site
 
@@ -29,8 +29,8 @@ def evaluate(outputs: Sequence[Node], feeds: Mapping[str, Any],
     numerics check uses it to stop at the first value that is not finite).
     """
     order = toposort(outputs)
-    leaves = [n for n in order if n.op in ("input", "param", "state")]
-    values = [_lookup(leaf, feeds if leaf.op == "input" else variables) for leaf in leaves]
+    leaves = [n for n in order if is_named_leaf(n.op)]
+    values = [_lookup(leaf, feeds if is_fed(leaf.op) else variables) for leaf in leaves]
     symbols = bind_symbols(leaves, values)
     env: dict[Node, np.ndarray] = dict(zip(leaves, (np.asarray(v) for v in values)))
     rng = rng if rng is not None else np.random.default_rng(0)

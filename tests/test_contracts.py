@@ -1,7 +1,9 @@
 """Promises about what graphc refuses or guarantees, each once silently broken.
 
 Constants that do not fit their dtype, labels out of range, calls from
-several threads, the tie rule of max-like gradients, constant outputs.
+several threads, the tie rule of max-like gradients, constant outputs, and the
+facts the registry states about each op (the passes and backends plan memory by
+them, so each is checked against what the op's NumPy meaning does).
 """
 from __future__ import annotations
 
@@ -12,6 +14,9 @@ import pytest
 
 import graphc as gc
 from graphc.errors import DTypeError, FeedError, ShapeError
+from graphc.ir.node import Node
+from graphc.ir.registry import (BACKENDS, FACTS, FED, HELD, LEAF, LITERAL, MISC, PRIMITIVES, define, is_fed,
+                                is_leaf, is_named_leaf, is_strided, lowering)
 
 F64 = "float64"
 
@@ -247,3 +252,89 @@ def test_float32_loops_call_the_float32_math_functions(monkeypatch: pytest.Monke
         pytest.skip("no C compiler: nothing is fused")
     kernels = step.show("kernels")
     assert "cosf(" in kernels and "sinf(" in kernels and "cos(" not in kernels.replace("cosf(", "")
+
+
+# ---------------------------------------------------------------- facts about ops, on the registry
+
+class _Code:
+    """The code context a NumPy lowering writes with, for static shapes."""
+
+    def shape(self, shape: tuple) -> str:
+        return repr(tuple(shape))
+
+    def dtype(self, name: str) -> str:
+        return f"np.{name}"
+
+
+def _lowered(node: Node, operand: np.ndarray) -> object:
+    """``node``'s value of ``operand`` by the line of NumPy it is lowered to, given no buffer."""
+    return eval(lowering(node.op, "numpy")(["a"], node, _Code(), None), {"np": np, "a": operand})
+
+
+def _matrix() -> gc.Node:
+    return gc.input("m", (2, 3), F64)
+
+
+def _vector() -> gc.Node:
+    return gc.input("v", (4,), F64)
+
+
+# Each view op on a dense operand, where the memory plan treats it as a view.
+_VIEWS = {
+    "reshape": lambda: gc.reshape(_matrix(), (3, 2)),
+    "transpose": lambda: gc.transpose(_matrix()),
+    "broadcast_to": lambda: gc.broadcast_to(_vector(), (3, 4)),
+    "slice": lambda: gc.slice(_vector(), 1, 3),
+    "stop_gradient": lambda: gc.stop_gradient(_matrix()),
+}
+_NO_BUFFER = {"numel": lambda: gc.numel(gc.input("batch", (None, 3), F64), 0)}  # a static size folds away
+
+
+def test_every_view_and_every_value_without_a_buffer_has_a_case_here() -> None:
+    assert {name for name, p in PRIMITIVES.items() if p.view} == set(_VIEWS)
+    assert {name for name, p in PRIMITIVES.items() if p.no_buffer} == set(_NO_BUFFER)
+
+
+@pytest.mark.parametrize("op", sorted(_VIEWS))
+def test_a_view_shares_its_operands_memory_and_is_strided_as_it_says(op: str) -> None:
+    node = _VIEWS[op]()
+    (source,) = node.inputs
+    operand = np.arange(np.prod(source.shape), dtype=F64).reshape(source.shape)
+    assert node.op == op
+    for value in (node.primitive.impl(operand, **node.attrs), _lowered(node, operand)):
+        assert np.shares_memory(value, operand)
+        assert value.flags.c_contiguous is not is_strided(op)
+
+
+@pytest.mark.parametrize("op", sorted(_NO_BUFFER))
+def test_a_value_without_a_buffer_is_a_number_in_numpy(op: str) -> None:
+    node = _NO_BUFFER[op]()
+    value = _lowered(node, np.zeros((5, 3)))
+    assert node.op == op and not isinstance(value, np.ndarray) and value == 5
+
+
+def test_only_a_view_is_strided_and_only_a_leaf_says_where_its_value_comes_from() -> None:
+    for name, p in PRIMITIVES.items():
+        assert p.view or not p.strided, name
+        assert (p.kind == LEAF) == (p.leaf in (FED, HELD, LITERAL)), name
+
+
+def test_a_leaf_has_no_inputs_and_is_fed_held_or_literal_as_its_value_comes() -> None:
+    leaves = [gc.input("x", (2,), F64), gc.param("w", (2,), dtype=F64), gc.state("s", (2,), dtype=F64),
+              gc.constant(1.0, F64)]
+    assert all(node.inputs == () and is_leaf(node.op) for node in leaves)
+    assert [is_fed(node.op) for node in leaves] == [True, False, False, False]
+    assert [is_named_leaf(node.op) for node in leaves] == [True, True, True, False]
+    fed, held = gc.evaluate([leaves[0], leaves[1]], {"x": np.ones(2)}, {"w": np.zeros(2)})
+    np.testing.assert_array_equal(fed, np.ones(2))
+    np.testing.assert_array_equal(held, np.zeros(2))
+
+
+@pytest.mark.parametrize("key", ["gpu", "views", "vjps"])
+def test_define_refuses_a_key_that_is_neither_a_backend_nor_a_fact(key: str) -> None:
+    with pytest.raises(TypeError) as error:
+        define("misspelt", MISC, lambda inputs, attrs: ((), F64), lambda: None, **{key: True})
+    message = str(error.value)
+    assert "'misspelt'" in message and repr(key) in message
+    assert all(valid in message for valid in ("vjp", *BACKENDS, *FACTS))
+    assert "misspelt" not in PRIMITIVES

@@ -22,6 +22,7 @@ from graphc.ir.graph import toposort
 from graphc.ir.layer import layer_of
 from graphc.ir.node import Node
 from graphc.ir.printing import Namer, Outputs, _as_named, inline_constant, type_str
+from graphc.ir.registry import is_named_leaf
 from graphc.draw.render import graphviz_package
 from graphc.ir.shapes import fmt
 
@@ -101,7 +102,7 @@ class _Boxes:
         folded_count: dict[str, int] = defaultdict(int)
         for i, node in enumerate(order):
             layer = layer_of(node)
-            if layer is not None and self.folded(layer) and node.op not in ("input", "param", "state"):
+            if layer is not None and self.folded(layer) and not is_named_leaf(node.op):
                 gradient = node.origin is not None
                 box = f"{'grad' if gradient else 'fwd'}/{layer}"
                 folded_count[box] += 1

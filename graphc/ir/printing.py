@@ -14,6 +14,7 @@ from typing import Iterable, Mapping, Sequence, Union
 from graphc.ir import dtypes
 from graphc.ir.graph import toposort
 from graphc.ir.node import Node
+from graphc.ir.registry import is_named_leaf
 from graphc.ir.shapes import fmt
 
 Outputs = Union[Mapping[str, Node], Sequence[Node]]
@@ -63,8 +64,6 @@ def inline_constant(node: Node) -> bool:
     return node.op == "constant" and node.attrs["value"].array.size == 1
 
 
-_LEAVES = ("input", "param", "state")
-
 
 def _as_named(outputs: Outputs) -> dict[str, Node]:
     if isinstance(outputs, Mapping):
@@ -99,14 +98,14 @@ def format_graph(outputs: Outputs, title: str = "graph", sites: bool = True) -> 
     named = _as_named(outputs)
     order = toposort(list(named.values()))
     name = Namer()
-    leaves = [n for n in order if n.op in ("input", "param", "state")]
+    leaves = [n for n in order if is_named_leaf(n.op)]
     lines = [title + "(" + ", ".join(f"{n.name}: {type_str(n)}" for n in leaves if n.op == "input") + ")"]
     for kind in ("param", "state"):
         held = [f"{n.name}: {type_str(n)}" for n in leaves if n.op == kind]
         if held:
             lines.append(f"  {kind}s " + ", ".join(held))
     body = [describe(node, name, sites) for node in order
-            if not (node.op in _LEAVES or inline_constant(node))]
+            if not (is_named_leaf(node.op) or inline_constant(node))]
     width = _column_width(a for a, _, _ in body)
     note_width = _column_width(b for _, b, _ in body)
     for stmt, note, where in body:

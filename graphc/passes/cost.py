@@ -11,10 +11,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from graphc.ir.node import Node
+from graphc.ir.registry import has_no_buffer, is_leaf
 from graphc.ir.shapes import resolve
-from graphc.passes.memory import NO_BUFFER_OPS, Plan
-
-_LEAVES = ("input", "param", "state", "constant")
+from graphc.passes.memory import Plan
 
 
 @dataclass
@@ -57,7 +56,7 @@ def estimate(plan: Plan, batch: int = 128) -> Cost:
         flops += sum(node_flops(m, symbols) for m in group.members)
         moved += sum(_bytes(n, symbols) for n in group.inputs + group.outputs if n.op != "constant")
     for node in plan.schedule:
-        if node.op in _LEAVES or plan.is_view(node) or node.op in NO_BUFFER_OPS or node in grouped:
+        if is_leaf(node.op) or plan.is_view(node) or has_no_buffer(node.op) or node in grouped:
             continue
         kernels += 1
         flops += node_flops(node, symbols)

@@ -26,14 +26,10 @@ from dataclasses import dataclass, field
 from typing import Optional, Sequence, Union
 
 from graphc.ir.node import Node
-from graphc.ir.registry import ELEMENTWISE, REDUCE
+from graphc.ir.registry import ELEMENTWISE, REDUCE, has_no_buffer, is_fed, is_leaf, is_strided, is_view
 from graphc.ir.shapes import Shape
 from graphc.passes.fusion import Group
 from graphc.ir.program import Program
-
-VIEW_OPS = frozenset({"reshape", "transpose", "broadcast_to", "slice", "stop_gradient"})
-LEAF_OPS = frozenset({"input", "param", "state", "constant"})  # values that live outside the plan
-NO_BUFFER_OPS = frozenset({"numel"})  # scalar expressions NumPy returns as Python numbers
 
 
 @dataclass(frozen=True)
@@ -69,16 +65,14 @@ def materialized_layouts(schedule: Sequence[Node]) -> frozenset[Node]:
     copies = set()
     for node in schedule:
         operand = layout.get(node.inputs[0], "dense") if node.inputs else "dense"
-        if node.op == "input":
+        if is_fed(node.op):
             layout[node] = "fed"
-        elif node.op in ("transpose", "broadcast_to"):
+        elif is_strided(node.op):
             layout[node] = "fed" if operand == "fed" else "strided"
-        elif node.op in ("slice", "stop_gradient"):
-            layout[node] = operand
         elif node.op == "reshape" and operand == "strided":
             copies.add(node)
             layout[node] = "dense"
-        elif node.op == "reshape":
+        elif is_view(node.op):
             layout[node] = operand
     return frozenset(copies)
 
@@ -99,7 +93,7 @@ class Plan:
 
     def is_view(self, node: Node) -> bool:
         """Does ``node`` share its operand's memory (rather than have a place of its own)?"""
-        return node.op in VIEW_OPS and node not in self.copies
+        return is_view(node.op) and node not in self.copies
 
 
 def peel_reshape(node: Node, copies: frozenset[Node] = frozenset()) -> Node:
@@ -263,7 +257,7 @@ class _Planner:
     def _can_overwrite(self, root: object, writer: Node) -> bool:
         """May ``writer`` store its result over ``root``? Only if no later node reads ``root``,
         and ``writer`` itself reads it elementwise, position for position."""
-        if (not self.reuse or self.plan.is_view(writer) or writer.op in LEAF_OPS or writer in self.outputs
+        if (not self.reuse or self.plan.is_view(writer) or is_leaf(writer.op) or writer in self.outputs
                 or self._read_at_end(root, writer)):
             return False
         writers = set(self.group_of[writer].members) if writer in self.group_of else {writer}
@@ -318,7 +312,7 @@ class _Planner:
                 self.plan.filled_concats.add(node)
 
     def _placeable(self, value: Node) -> bool:
-        return (not self.plan.is_view(value) and value.op not in NO_BUFFER_OPS | LEAF_OPS
+        return (not self.plan.is_view(value) and not (has_no_buffer(value.op) or is_leaf(value.op))
                 and value not in self.internal
                 and value not in self.plan.place and value not in self.outputs)
 
@@ -344,7 +338,7 @@ class _Planner:
             here = self.pos[node]
             for buffer in until.released_before(here):
                 free.setdefault((buffer.shape, buffer.dtype), []).append(buffer)
-            if (self.plan.is_view(node) or node.op in NO_BUFFER_OPS | LEAF_OPS or node in self.plan.place
+            if (self.plan.is_view(node) or has_no_buffer(node.op) or is_leaf(node.op) or node in self.plan.place
                     or node in self.internal):
                 continue
             buffer = self._dying_operand(node, until, here) if self.reuse else None

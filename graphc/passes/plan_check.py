@@ -41,7 +41,7 @@ import numpy as np
 from graphc.errors import GraphcError
 from graphc.ir.graph import toposort
 from graphc.ir.node import Node
-from graphc.ir.registry import ELEMENTWISE, LEAF
+from graphc.ir.registry import ELEMENTWISE, LEAF, has_no_buffer, is_literal
 from graphc.ir.printing import Namer, describe
 from graphc.passes.fusion import Group
 from graphc.passes.memory import Buffer, Plan
@@ -91,6 +91,11 @@ class _Access:
 
 def is_elementwise(node: Node) -> bool:
     return node.kind in ELEMENTWISE or node.op == "cast"
+
+
+def _kept_nowhere(node: Node) -> bool:
+    """A constant or a size: a value the step's code holds, in memory no step writes."""
+    return is_literal(node.op) or has_no_buffer(node.op)
 
 
 def is_column_sum(node: Node) -> bool:
@@ -199,7 +204,7 @@ class _Replay:
         return at
 
     def _locate(self, node: Node) -> Optional[_Located]:
-        if node.op in ("constant", "numel") or node in self.internal:
+        if _kept_nowhere(node) or node in self.internal:
             return None
         if node.op == "input":
             return self._initial(node, ("input", node.name), self.base[("input", node.name)])
@@ -271,7 +276,7 @@ class _Replay:
             if group is not None:
                 if node is group.members[-1]:
                     self.group(group)
-            elif node.kind == LEAF or node.op == "numel" or node in self.plan.arena_views or self.plan.is_view(node):
+            elif node.kind == LEAF or has_no_buffer(node.op) or node in self.plan.arena_views or self.plan.is_view(node):
                 self.locate(node)
             elif node.op == "concat":
                 self.concat(node)
@@ -296,7 +301,7 @@ class _Replay:
         """A constant, a size, or a view of one: values no step writes."""
         while self.plan.is_view(node):
             node = node.inputs[0]
-        return node.op in ("constant", "numel")
+        return _kept_nowhere(node)
 
     def computed(self, node: Node, iteration: np.ndarray) -> list[_Access]:
         """The write of ``node``'s value, made by the op or loop computing it."""

@@ -86,15 +86,15 @@ def _slice_rule(g: Node, out: Node, x: Node) -> tuple[Node]:
     return (ops.concat(pieces) if len(pieces) > 1 else g,)
 
 
-define("reshape", LAYOUT, _reshape, lambda x, shape: np.reshape(x, shape),
+define("reshape", LAYOUT, _reshape, lambda x, shape: np.reshape(x, shape), view=True,
        vjp=lambda g, out, x: (ops.reshape(g, x.shape),), numpy=_numpy_reshape, cuda="view")
-define("transpose", LAYOUT, _transpose, lambda x, perm: np.transpose(x, perm),
+define("transpose", LAYOUT, _transpose, lambda x, perm: np.transpose(x, perm), view=True, strided=True,
        vjp=lambda g, out, x: (ops.transpose(g, _inverse(out.attrs["perm"])),), numpy=_numpy_transpose,
        cuda="view")
-define("broadcast_to", LAYOUT, _broadcast_to, lambda x, shape: np.broadcast_to(x, shape),
+define("broadcast_to", LAYOUT, _broadcast_to, lambda x, shape: np.broadcast_to(x, shape), view=True, strided=True,
        vjp=lambda g, out, x: (unbroadcast(g, x.shape),),
        numpy=lambda a, n, ctx, out: f"np.broadcast_to({a[0]}, {ctx.shape(n.shape)})", cuda="view")
 define("concat", LAYOUT, _concat, lambda *xs: np.concatenate(xs), vjp=_concat_rule,
        numpy=lambda a, n, ctx, out: f"np.concatenate(({', '.join(a)},){out_arg(out)})", cuda="concat")
-define("slice", LAYOUT, _slice, lambda x, start, stop: x[start:stop], vjp=_slice_rule,
+define("slice", LAYOUT, _slice, lambda x, start, stop: x[start:stop], vjp=_slice_rule, view=True,
        numpy=lambda a, n, ctx, out: f"{a[0]}[{n.attrs['start']}:{n.attrs['stop']}]", cuda="view")

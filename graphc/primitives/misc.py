@@ -54,7 +54,9 @@ define("one_hot", INDEX, _one_hot, _one_hot_impl, vjp=no_gradient,
 define("cast", MISC, _cast, lambda x, dtype: x.astype(dtype), vjp=lambda g, out, x: (ops.cast(g, x.dtype),),
        numpy=lambda a, n, ctx, out: f"k.cast({a[0]}, {ctx.dtype(n.dtype)}{out_arg(out)})",
        c=lambda d, a: f"(({a[0]} != 0) ? 1 : 0)" if d == "bool" else f"(({C_TYPES[d]}){a[0]})")
-define("stop_gradient", MISC, _same, lambda x: x, vjp=no_gradient, numpy=lambda a, n, ctx, out: a[0],
+define("stop_gradient", MISC, _same, lambda x: x, vjp=no_gradient, view=True,
+       numpy=lambda a, n, ctx, out: a[0],
        cuda="view")
 # A size as a value: an expression inside the kernels that read it, on the GPU.
-define("numel", MISC, _numel, _numel_impl, vjp=no_gradient, numpy=_numpy_numel, cuda="inline")
+define("numel", MISC, _numel, _numel_impl, vjp=no_gradient, no_buffer=True, numpy=_numpy_numel,
+       cuda="inline")

@@ -39,6 +39,7 @@ from graphc.errors import DTypeError, FeedError, GraphcError
 from graphc.interpreter import evaluate
 from graphc.ir.node import Node
 from graphc.ir.printing import type_str
+from graphc.ir.registry import is_fed, is_named_leaf
 
 FLOAT64 = "float64"
 ROUNDING_ULPS = 8
@@ -121,7 +122,7 @@ def _check_wrt(output: Node, wrt: Sequence[Node], feeds: Mapping[str, Any], vari
         raise GraphcError(f"check_grads: wrt names {names} repeat; values are looked up by name, "
                           f"so give each node a distinct name")
     for node in wrt:
-        if node.op not in ("input", "param", "state"):
+        if not is_named_leaf(node.op):
             raise GraphcError(f"check_grads differentiates with respect to inputs, params or state, "
                               f"got {node!r} (op {node.op}); make it a gc.input or gc.param")
         value = _value_of(node, feeds, variables)
@@ -132,9 +133,9 @@ def _check_wrt(output: Node, wrt: Sequence[Node], feeds: Mapping[str, Any], vari
 
 
 def _value_of(node: Node, feeds: Mapping[str, Any], variables: Mapping[str, Any]) -> Any:
-    source = feeds if node.op == "input" else variables
+    source = feeds if is_fed(node.op) else variables
     if node.name not in source:
-        where = "feeds" if node.op == "input" else "variables"
+        where = "feeds" if is_fed(node.op) else "variables"
         raise FeedError(f"check_grads: no value for {node.op} '{node.name}'; pass it in {where}")
     return source[node.name]
 

@@ -16,6 +16,7 @@ from typing import Any, Callable, Optional
 from graphc.ir.graph import structural_order
 from graphc.ir.node import Node
 from graphc.ir.printing import Namer, describe, inline_constant, type_str
+from graphc.ir.registry import is_named_leaf
 
 
 def model_text(loss: Node) -> str:
@@ -25,7 +26,7 @@ def model_text(loss: Node) -> str:
     name = Namer()
     lines = []
     for node in structural_order([loss]):
-        if node.op in ("input", "param", "state"):
+        if is_named_leaf(node.op):
             init = f" init {describe_initializer(node.meta.get('init'))}" if node.op == "param" else ""
             lines.append(f"{node.op} {node.name}: {type_str(node)}{init}")
         elif not inline_constant(node):

@@ -30,8 +30,9 @@ from graphc.lowering.numpy_rules import lower, site_arg
 from graphc.ir.shapes import resolve
 from graphc.ir.node import Node
 from graphc.ir.printing import Namer, describe
+from graphc.ir.registry import is_view
 from graphc.passes.fusion import Group
-from graphc.passes.memory import VIEW_OPS, Buffer, Piece, Plan, peel_reshape
+from graphc.passes.memory import Buffer, Piece, Plan, peel_reshape
 from graphc.ir.program import Program
 
 _NEEDS_ARRAYS = frozenset({"cast", "one_hot", "concat", "matmul"})  # ops that take no Python scalar
@@ -162,7 +163,7 @@ class _Writer:
             self.bind_known.add(node)
             return
         comment = self.comment(node)
-        ref = self.ref_array if node.op in VIEW_OPS | _NEEDS_ARRAYS else self.ref
+        ref = self.ref_array if is_view(node.op) or node.op in _NEEDS_ARRAYS else self.ref
         args = [ref(i) for i in node.inputs]
         if self.plan.is_view(node):
             self.names[node] = "t" + self.ir_name(node)[1:]

@@ -42,6 +42,7 @@ from graphc.lowering.c_expressions import C_TYPES, literal, supports
 from graphc.ir import dtypes
 from graphc.ir.node import Node
 from graphc.ir.shapes import Shape
+from graphc.ir.registry import has_no_buffer, is_fed, is_strided, is_view
 from graphc.passes.fusion import Group
 
 # No SLP vectorization: GCC 12.2 at -O3 with AVX2 or AVX-512 drops a float32 rounding when a row
@@ -317,7 +318,7 @@ def eligible(node: Node) -> bool:
     (see ``joins``)."""
     if is_column_sum(node):
         return True
-    if not all(i.op == "input" or _fixed_address(i) for i in node.inputs):
+    if not all(is_fed(i.op) or _fixed_address(i) for i in node.inputs):
         return False
     if node.op == "one_hot":  # of fed labels only: the step checks them on entry
         return row_groups.fusable(node) and node.inputs[0].op == "input" and node.inputs[0].dtype in LABEL_DTYPES
@@ -347,6 +348,6 @@ def joins(operand: Node, node: Node) -> bool:
 
 
 def _fixed_address(node: Node) -> bool:
-    while node.op in ("reshape", "slice", "stop_gradient"):  # as fixed as the value they view
+    while is_view(node.op) and not is_strided(node.op):  # as fixed as the value they view
         node = node.inputs[0]
-    return node.op not in ("input", "transpose", "broadcast_to", "numel")
+    return not (is_fed(node.op) or is_strided(node.op) or has_no_buffer(node.op))

@@ -32,12 +32,12 @@ from graphc.backends.cuda.device_program import (Copy, DeviceProgram, Gemm, Laun
                                           row_major_strides)
 from graphc.errors import DistributedError
 from graphc.ir.node import Node
-from graphc.ir.registry import LEAF, PRIMITIVES, lowering
+from graphc.ir.registry import LEAF, PRIMITIVES, is_view, lowering
 from graphc.ir.printing import Namer, describe
 from graphc.ir.site import at_site
 from graphc.passes.fusion import Group
 from graphc.parallel.communicator import active
-from graphc.passes.memory import VIEW_OPS, Buffer, Piece, Plan
+from graphc.passes.memory import Buffer, Piece, Plan
 from graphc.ir.program import Program
 from graphc.ir.shapes import Shape
 
@@ -142,7 +142,7 @@ class _Lowering:
             name = f"k{len(self.constants)}"
             self.constants[name] = np.ascontiguousarray(node.attrs["value"].array, dtype=node.dtype)
             return self.whole(self.region(name, Size.of(node.shape), node.dtype, "constant"), node.shape)
-        if op in VIEW_OPS:
+        if is_view(op):
             source = self.view(node.inputs[0])
             if op == "stop_gradient":
                 return source
@@ -391,7 +391,7 @@ class _Lowering:
                 self.group(group)
             return
         op = node.op
-        if op in VIEW_OPS and node in self.plan.place:  # a layout op the plan gave a buffer of its own
+        if is_view(op) and node in self.plan.place:  # a layout op the plan gave a buffer of its own
             self.placed_view(node)
         elif supports(op):
             self.elementwise([node], list(dict.fromkeys(node.inputs)), [node], node.shape, op, self.comment(node))
