@@ -338,3 +338,19 @@ def test_define_refuses_a_key_that_is_neither_a_backend_nor_a_fact(key: str) -> 
     assert "'misspelt'" in message and repr(key) in message
     assert all(valid in message for valid in ("vjp", *BACKENDS, *FACTS))
     assert "misspelt" not in PRIMITIVES
+
+
+def test_define_refuses_a_cuda_rule_that_is_not_a_cuda_rule() -> None:
+    with pytest.raises(TypeError, match=r"define\('misnamed'\): the cuda rule must be a CudaRule, one of VIEW, .*"
+                                        r"got 'reduce'"):
+        define("misnamed", MISC, lambda inputs, attrs: ((), F64), lambda: None, cuda="reduce")
+    assert "misnamed" not in PRIMITIVES
+
+
+def test_every_cuda_rule_has_its_code_and_every_op_names_a_rule() -> None:
+    from graphc.backends.cuda import codegen
+    from graphc.lowering.cuda_rules import CudaRule
+    assert set(codegen.LOWERINGS) == set(CudaRule)
+    assert all(code is None or code.__qualname__.startswith("_Lowering.") for code in codegen.LOWERINGS.values())
+    named = {p.lowerings["cuda"] for p in PRIMITIVES.values() if "cuda" in p.lowerings}
+    assert named == set(CudaRule)  # no rule without an op, no op with something else

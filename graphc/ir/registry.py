@@ -71,6 +71,9 @@ FED, HELD, LITERAL = "fed", "held", "literal"
 
 BACKENDS = ("numpy", "c", "cuda")
 FACTS = ("leaf", "view", "strided", "no_buffer")
+# The type a backend's rules must have, where the backend's lowering table says so
+# (graphc.lowering.cuda_rules registers its enum: the IR imports nothing above it).
+RULE_TYPES: dict[str, type] = {}
 
 PRIMITIVES: dict[str, Primitive] = {}
 
@@ -87,6 +90,11 @@ def define(name: str, kind: str, infer: Infer, impl: Callable[..., Any], *,
                         f"the valid ones are vjp, the backends {', '.join(BACKENDS)} "
                         f"and the facts {', '.join(FACTS)}")
     lowerings = {k: v for k, v in rules.items() if k in BACKENDS}
+    for backend, rule in lowerings.items():
+        expected = RULE_TYPES.get(backend)
+        if expected is not None and not isinstance(rule, expected):
+            raise TypeError(f"define({name!r}): the {backend} rule must be a {expected.__name__}, "
+                            f"one of {', '.join(m.name for m in expected)}; got {rule!r}")
     facts = {k: v for k, v in rules.items() if k in FACTS}
     prim = PRIMITIVES[name] = Primitive(name, kind, infer, impl, vjp, lowerings, **facts)
     return prim

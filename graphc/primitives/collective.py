@@ -16,6 +16,7 @@ from graphc.lowering.numpy_rules import out_arg
 from graphc.ir.registry import COLLECTIVE, define, require
 from graphc.ir.shapes import Shape
 from graphc.parallel.communicator import active
+from graphc.lowering.cuda_rules import CudaRule
 
 
 def _allreduce(inputs: Sequence[Any], attrs: Mapping[str, Any]) -> tuple[Shape, str]:
@@ -28,4 +29,4 @@ def _allreduce(inputs: Sequence[Any], attrs: Mapping[str, Any]) -> tuple[Shape, 
 define("allreduce", COLLECTIVE, _allreduce, lambda x, reduction: active().allreduce(np.asarray(x), reduction),
        vjp=lambda g, out, x: (ops.allreduce(g, out.attrs["reduction"]),),
        numpy=lambda a, n, ctx, out: f"k.allreduce({a[0]}, {n.attrs['reduction']!r}{out_arg(out)})",
-       cuda="allreduce")
+       cuda=CudaRule.ALLREDUCE)

@@ -15,6 +15,7 @@ from graphc.lowering.numpy_rules import Context, out_arg
 from graphc.ir.node import Node
 from graphc.ir.registry import LAYOUT, common_dtype, define
 from graphc.ir.shapes import Shape, ShapeMismatch, broadcast, fmt, is_static, same_size
+from graphc.lowering.cuda_rules import CudaRule
 
 
 def _reshape(inputs: Sequence[Any], attrs: Mapping[str, Any]) -> tuple[Shape, str]:
@@ -87,14 +88,14 @@ def _slice_rule(g: Node, out: Node, x: Node) -> tuple[Node]:
 
 
 define("reshape", LAYOUT, _reshape, lambda x, shape: np.reshape(x, shape), view=True,
-       vjp=lambda g, out, x: (ops.reshape(g, x.shape),), numpy=_numpy_reshape, cuda="view")
+       vjp=lambda g, out, x: (ops.reshape(g, x.shape),), numpy=_numpy_reshape, cuda=CudaRule.VIEW)
 define("transpose", LAYOUT, _transpose, lambda x, perm: np.transpose(x, perm), view=True, strided=True,
        vjp=lambda g, out, x: (ops.transpose(g, _inverse(out.attrs["perm"])),), numpy=_numpy_transpose,
-       cuda="view")
+       cuda=CudaRule.VIEW)
 define("broadcast_to", LAYOUT, _broadcast_to, lambda x, shape: np.broadcast_to(x, shape), view=True, strided=True,
        vjp=lambda g, out, x: (unbroadcast(g, x.shape),),
-       numpy=lambda a, n, ctx, out: f"np.broadcast_to({a[0]}, {ctx.shape(n.shape)})", cuda="view")
+       numpy=lambda a, n, ctx, out: f"np.broadcast_to({a[0]}, {ctx.shape(n.shape)})", cuda=CudaRule.VIEW)
 define("concat", LAYOUT, _concat, lambda *xs: np.concatenate(xs), vjp=_concat_rule,
-       numpy=lambda a, n, ctx, out: f"np.concatenate(({', '.join(a)},){out_arg(out)})", cuda="concat")
+       numpy=lambda a, n, ctx, out: f"np.concatenate(({', '.join(a)},){out_arg(out)})", cuda=CudaRule.CONCAT)
 define("slice", LAYOUT, _slice, lambda x, start, stop: x[start:stop], vjp=_slice_rule, view=True,
-       numpy=lambda a, n, ctx, out: f"{a[0]}[{n.attrs['start']}:{n.attrs['stop']}]", cuda="view")
+       numpy=lambda a, n, ctx, out: f"{a[0]}[{n.attrs['start']}:{n.attrs['stop']}]", cuda=CudaRule.VIEW)

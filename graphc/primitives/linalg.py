@@ -8,6 +8,7 @@ import numpy as np
 from graphc.lowering.numpy_rules import call
 from graphc.ir.registry import LINALG, common_dtype, define
 from graphc.ir.shapes import Shape, ShapeMismatch, fmt
+from graphc.lowering.cuda_rules import CudaRule
 
 
 def _matmul(inputs: Sequence[Any], attrs: Mapping[str, Any]) -> tuple[Shape, str]:
@@ -22,4 +23,4 @@ def _matmul(inputs: Sequence[Any], attrs: Mapping[str, Any]) -> tuple[Shape, str
 
 
 define("matmul", LINALG, _matmul, np.matmul, vjp=lambda g, out, a, b: (g @ b.T, a.T @ g),
-       numpy=call("np.matmul"), cuda="matmul")
+       numpy=call("np.matmul"), cuda=CudaRule.MATMUL)

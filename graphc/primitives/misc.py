@@ -13,6 +13,7 @@ from graphc.feeds import check_labels
 from graphc.ir.node import Node
 from graphc.ir.registry import INDEX, MISC, define, require
 from graphc.ir.shapes import Shape
+from graphc.lowering.cuda_rules import CudaRule
 
 
 def _one_hot(inputs: Sequence[Any], attrs: Mapping[str, Any]) -> tuple[Shape, str]:
@@ -50,13 +51,13 @@ def _numpy_numel(a: Sequence[str], n: Node, ctx: Context, out: Optional[str]) ->
 define("one_hot", INDEX, _one_hot, _one_hot_impl, vjp=no_gradient,
        numpy=lambda a, n, ctx, out: f"k.one_hot({a[0]}, {n.attrs['depth']}, {ctx.dtype(n.dtype)}{out_arg(out)}"
                                     f"{site_arg(n)})",
-       cuda="one_hot")
+       cuda=CudaRule.ONE_HOT)
 define("cast", MISC, _cast, lambda x, dtype: x.astype(dtype), vjp=lambda g, out, x: (ops.cast(g, x.dtype),),
        numpy=lambda a, n, ctx, out: f"k.cast({a[0]}, {ctx.dtype(n.dtype)}{out_arg(out)})",
        c=lambda d, a: f"(({a[0]} != 0) ? 1 : 0)" if d == "bool" else f"(({C_TYPES[d]}){a[0]})")
 define("stop_gradient", MISC, _same, lambda x: x, vjp=no_gradient, view=True,
        numpy=lambda a, n, ctx, out: a[0],
-       cuda="view")
+       cuda=CudaRule.VIEW)
 # A size as a value: an expression inside the kernels that read it, on the GPU.
 define("numel", MISC, _numel, _numel_impl, vjp=no_gradient, no_buffer=True, numpy=_numpy_numel,
-       cuda="inline")
+       cuda=CudaRule.INLINE)

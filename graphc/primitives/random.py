@@ -13,6 +13,7 @@ from graphc.lowering import numpy_helpers
 from graphc.lowering.numpy_rules import out_arg
 from graphc.ir.registry import RANDOM, define, require
 from graphc.ir.shapes import Shape
+from graphc.lowering.cuda_rules import CudaRule
 
 
 def _random(inputs: Sequence[Any], attrs: Mapping[str, Any]) -> tuple[Shape, str]:
@@ -32,7 +33,7 @@ def _lowering(kind: str) -> Any:
 
 define("normal", RANDOM, _random,
        lambda rng, shape, dtype, key, batched: numpy_helpers.draw(rng, "normal", shape, dtype, batched),
-       cuda="random", numpy=_lowering("normal"))
+       cuda=CudaRule.RANDOM, numpy=_lowering("normal"))
 define("uniform", RANDOM, _random,
        lambda rng, shape, dtype, key, batched: numpy_helpers.draw(rng, "uniform", shape, dtype, batched),
-       cuda="random", numpy=_lowering("uniform"))
+       cuda=CudaRule.RANDOM, numpy=_lowering("uniform"))

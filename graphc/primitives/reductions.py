@@ -14,6 +14,7 @@ from graphc.lowering.numpy_rules import Context, Lower, out_arg
 from graphc.ir.node import Node
 from graphc.ir.registry import REDUCE, define, require
 from graphc.ir.shapes import Shape, ShapeMismatch, fmt
+from graphc.lowering.cuda_rules import CudaRule
 
 
 def _reduce(inputs: Sequence[Any], attrs: Mapping[str, Any]) -> tuple[Shape, str]:
@@ -47,6 +48,6 @@ def _max_rule(g: Node, out: Node, x: Node) -> tuple[Node]:
 
 
 define("sum", REDUCE, _reduce, lambda x, axes, keepdims: np.sum(x, axis=axes, keepdims=keepdims),
-       vjp=_sum_rule, numpy=_numpy("np.sum"), cuda="reduce")
+       vjp=_sum_rule, numpy=_numpy("np.sum"), cuda=CudaRule.REDUCE)
 define("max", REDUCE, _reduce, lambda x, axes, keepdims: np.max(x, axis=axes, keepdims=keepdims),
-       vjp=_max_rule, numpy=_numpy("np.max"), cuda="reduce")
+       vjp=_max_rule, numpy=_numpy("np.max"), cuda=CudaRule.REDUCE)

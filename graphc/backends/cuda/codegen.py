@@ -21,11 +21,12 @@ the GPU adds is only how each node runs:
 from __future__ import annotations
 
 import re
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
 from graphc.lowering.c_expressions import C_TYPES, literal, supports
+from graphc.lowering.cuda_rules import CudaRule
 from graphc.backends import loops, row_groups
 from graphc.backends.cuda.kernels import INDEX, PRELUDE, RNG_ADVANCE, KernelText, axis_indices, offset
 from graphc.backends.cuda.device_program import (Copy, DeviceProgram, Gemm, Launch, Region, Size, View,
@@ -43,10 +44,6 @@ from graphc.ir.shapes import Shape
 
 VARIABLE_KINDS = ("variable", "arena")
 GEMM_SUM_MIN = 64  # reduce by GEMM against ones from this many summed elements on
-# An op's CUDA lowering, registered beside its definition (graphc.primitives), names the method of
-# _Lowering that emits it; "view" (a layout op) and "inline" (numel, an expression inside the kernels
-# that read it) need no code of their own, nor do leaves.  Elementwise ops use their C expression.
-NO_CODE = ("view", "inline")
 
 
 def lowers(op: str) -> bool:
@@ -396,11 +393,12 @@ class _Lowering:
         elif supports(op):
             self.elementwise([node], list(dict.fromkeys(node.inputs)), [node], node.shape, op, self.comment(node))
         elif node.kind != LEAF:
-            method = lowering(op, "cuda")
-            if method is None:
+            rule = lowering(op, "cuda")
+            if rule is None:
                 raise NotImplementedError(f"the CUDA backend has no lowering for {op}")
-            if method not in NO_CODE:
-                getattr(self, method)(node)
+            code = LOWERINGS[rule]
+            if code is not None:
+                code(self, node)
 
     def placed_view(self, node: Node) -> None:
         """Copy the view into its buffer (a reshape of a strided value in one kernel, in the source's shape)."""
@@ -456,6 +454,15 @@ class _Lowering:
         return DeviceProgram(self.program.name, self.regions, self.steps, self.kernels, self.kernel_names,
                              [(n, f"in:{n.name}") for n in self.inputs], self.variables, self.arenas, outputs,
                              written, self.constants, self.ones, self.rng, self.labels)
+
+
+# The code of each CUDA rule an op names where it is defined (graphc.primitives); a view and numel
+# need none of their own, nor do leaves, and elementwise ops use their C expression.
+LOWERINGS: dict[CudaRule, Optional[Callable[[_Lowering, Node], None]]] = {
+    CudaRule.VIEW: None, CudaRule.INLINE: None, CudaRule.MATMUL: _Lowering.matmul, CudaRule.REDUCE: _Lowering.reduce,
+    CudaRule.ONE_HOT: _Lowering.one_hot, CudaRule.RANDOM: _Lowering.random, CudaRule.CONCAT: _Lowering.concat,
+    CudaRule.ALLREDUCE: _Lowering.allreduce,
+}
 
 
 class _KernelTarget(loops.Target):
