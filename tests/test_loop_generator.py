@@ -1,6 +1,7 @@
 """One change in the shared loop generator reaches both the C loops and the CUDA kernels."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 import graphc as gc
@@ -30,3 +31,30 @@ def test_one_change_to_the_row_loop_reaches_both_targets(monkeypatch: pytest.Mon
     c, cuda = _source("numpy"), _source("cupy")
     assert "row_max_f" in c and "MARK" in c
     assert "__global__" in cuda and "MARK" in cuda
+
+
+def _standalone_kernels() -> str:
+    """The CUDA kernels of a max over the batch and a one-hot that joins no group, generated anew."""
+    step_cache.clear()
+    x, y = gc.input("x", (None, 4)), gc.input("y", (None,), "int32")
+    return gc.compile({"max": gc.max(x, axis=0), "one_hot": gc.one_hot(y, 3)}, backend="cupy").show("kernels")
+
+
+def test_the_standalone_cuda_reductions_and_one_hots_take_their_rules_from_the_generator(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    assert "acc != acc || x != x" in _standalone_kernels()  # NaN wins, as in the row loops
+    accumulation, one_hot_value = loops.accumulation, loops.one_hot_value
+    monkeypatch.setattr(loops, "accumulation", lambda *a: tuple(s + " /* MARK_ACC */" for s in accumulation(*a)))
+    monkeypatch.setattr(loops, "one_hot_value", lambda *a: one_hot_value(*a) + " /* MARK_ONE_HOT */")
+    kernels = _standalone_kernels()
+    assert "MARK_ACC" in kernels and "MARK_ONE_HOT" in kernels
+
+
+def test_a_standalone_cuda_max_lets_nan_win_as_numpy_does() -> None:
+    x = gc.input("x", (5, 4), dtype="float32")
+    values = np.random.default_rng(0).normal(size=(5, 4)).astype("float32")
+    values[2, 1] = values[0, 3] = np.nan
+    values[:, 0] = [-3.0, -1.0, -2.0, -5.0, -4.0]  # a max that is not the first element
+    step = gc.compile(gc.max(x, axis=0), backend="cuda-emulator")
+    for _ in range(2):
+        np.testing.assert_array_equal(step(x=values), np.max(values, axis=0))

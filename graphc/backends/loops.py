@@ -3,7 +3,9 @@
 A fused elementwise group is a loop over elements and a group of row values
 (see :mod:`graphc.backends.row_groups`) a loop over rows; what a loop computes
 (its locals, reductions, one-hot rows, stores and column sums) is the same on
-every target, so a fix to NaN or one-hot handling is made here, once.  A target
+every target, so a fix to NaN or one-hot handling is made here, once (the CUDA
+backend's reductions and one-hots outside groups take the same rules:
+:func:`accumulation`, :func:`one_hot_value`).  A target
 (a :class:`Target`) says only what differs: how an operand is indexed, whether
 the outer loop is nested loops over the dimensions (C) or one flat index per
 thread inside a grid-stride loop (CUDA), the type of indices and the comment
@@ -141,6 +143,23 @@ def elementwise(target: Target, members: Sequence[Node], inputs: Sequence[Node],
     return before, _nested(target, shape, body)
 
 
+def accumulation(op: str, dtype: str, acc: str, value: str, index: str) -> tuple[str, str]:
+    """A sum or max over a loop with index ``index`` from 0: the accumulator's declaration, and the
+    statement that takes in ``value``.  Float sums accumulate in double; in a max NaN wins, as in
+    NumPy (the sum of a NaN and anything is NaN)."""
+    t = C_TYPES[dtype]
+    if op == "sum":
+        wide = "double" if dtype in ("float32", "float64") else "int64_t"
+        return f"{wide} {acc} = 0;", f"{acc} += ({wide}){value};"
+    return (f"{t} {acc} = 0;", f"const {t} x = {value}; {acc} = ({index} == 0) ? x : "
+                               f"({acc} != {acc} || x != x) ? ({acc} + x) : (x > {acc} ? x : {acc});")
+
+
+def one_hot_value(dtype: str, label: str, column: str) -> str:
+    """Column ``column`` of the one-hot row of ``label``."""
+    return f"({C_TYPES[dtype]})({label} == {column})"
+
+
 def columns(node: Node) -> int:
     """The columns of a row value: C of [R, C], 1 of [R, 1] and [R]."""
     return node.shape[1] if node.ndim == 2 else 1
@@ -181,7 +200,7 @@ class _Rows:
             labels = node.inputs[0]
             self.body.append(f"{t} {var}[{columns(node)}];{comment}")
             label = self.value(labels, labels.shape, At.ROW)
-            self.body.append(self.each_column(columns(node), f"{var}[c] = ({t})({label} == c);"))
+            self.body.append(self.each_column(columns(node), f"{var}[c] = {one_hot_value(node.dtype, label, 'c')};"))
             self.wide[node] = var
         elif columns(node) > 1:
             operands = [self.value(i, node.shape, At.COLUMN) for i in node.inputs]
@@ -205,14 +224,9 @@ class _Rows:
             suffix = "f" if node.dtype == "float32" else "d"
             self.body.append(f"const {t} {var} = row_{node.op}_{suffix}({row}, {n});{comment}")
         else:
-            acc = t if node.op == "max" else "double" if node.dtype in ("float32", "float64") else "int64_t"
-            self.body.append(f"{acc} {var}_acc = 0;{comment}")
-            if node.op == "sum":
-                self.body.append(self.each_column(n, f"{var}_acc += ({acc}){value};"))
-            else:
-                self.body.append(self.each_column(n, f"const {t} x = {value}; {var}_acc = (c == 0) ? x : "
-                                                     f"({var}_acc != {var}_acc || x != x) ? ({var}_acc + x) : "
-                                                     f"(x > {var}_acc ? x : {var}_acc);"))
+            declare, update = accumulation(node.op, node.dtype, f"{var}_acc", value, "c")
+            self.body.append(declare + comment)
+            self.body.append(self.each_column(n, update))
             self.body.append(f"const {t} {var} = ({t}){var}_acc;")
         self.narrow[node] = var
 

@@ -262,25 +262,12 @@ class _Lowering:
         loop += axis_indices(red_shape, set(range(len(axes))), text, "r")
         terms = [f"i{j} * {text.size(view.strides[a])}" for j, a in enumerate(kept)]
         terms += [f"r{j} * {text.size(view.strides[a])}" for j, a in enumerate(axes)]
-        pointer = text.pointer(view, writes=False)
         t = C_TYPES[node.dtype]
-        acc = ("double" if node.dtype in ("float32", "float64") else "long long") if node.op == "sum" else t
-        count = text.size(Size.of(red_shape))
-        element = f"{pointer}[{' + '.join(terms) or '0'}]"
-        inner = loop[len(kept):]
-        head = loop[:len(kept)]
-        if node.op == "sum":
-            head.append(f"{acc} acc = 0;")
-            update = f"acc += ({acc}){element};"
-            start = "0"
-        else:  # max, NaN-propagating like NumPy's
-            first = " + ".join(f"i{j} * {text.size(view.strides[a])}" for j, a in enumerate(kept)) or "0"
-            head.append(f"{acc} acc = {pointer}[{first}];")
-            # NaN wins, as in NumPy: the sum of a NaN and anything is NaN.
-            update = f"const {t} x = {element}; acc = (acc != acc || x != x) ? (acc + x) : (x > acc ? x : acc);"
-            start = "1"
-        body = head + [f"for (long long r = {start}; r < {count}; r++) {{"] + ["    " + line for line in inner]
-        body += [f"    {update}", "}", f"{text.pointer(out, writes=True)}[i] = ({t})acc;"]
+        element = f"{text.pointer(view, writes=False)}[{' + '.join(terms) or '0'}]"
+        declare, update = loops.accumulation(node.op, node.dtype, "acc", element, "r")
+        inner = [*loop[len(kept):], update]
+        body = [*loop[:len(kept)], declare, f"for (long long r = 0; r < {text.size(Size.of(red_shape))}; r++) {{",
+                *(loops.INDENT + line for line in inner), "}", f"{text.pointer(out, writes=True)}[i] = ({t})acc;"]
         self.add_kernel(text, body, Size.of(kept_shape), (node,), self.comment(node))
 
     def _sum_by_gemm(self, x: View, axes: tuple, node: Node) -> bool:
@@ -323,9 +310,8 @@ class _Lowering:
         index, used = offset(labels, labels.shape, text, "l")
         loop = [f"const long long l = i / {depth};", f"const long long j = i % {depth};"]
         loop += axis_indices(labels.shape, used, text, "l")
-        t = C_TYPES[node.dtype]
-        loop.append(f"{text.pointer(self.view(node), writes=True)}[i] = "
-                    f"({t})({text.pointer(labels, writes=False)}[{index}] == j);")
+        label = f"{text.pointer(labels, writes=False)}[{index}]"
+        loop.append(f"{text.pointer(self.view(node), writes=True)}[i] = {loops.one_hot_value(node.dtype, label, 'j')};")
         self.add_kernel(text, loop, Size.of(node.shape), (node,), self.comment(node))
 
     def random(self, node: Node) -> None:
