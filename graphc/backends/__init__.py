@@ -13,7 +13,7 @@ from graphc.errors import GraphcError
 if TYPE_CHECKING:
     from graphc.backends.backend import Backend
 
-_MODULES = {"numpy": ("graphc.backends.cpu.backend", "BACKEND"), "cupy": ("graphc.backends.cuda", "BACKEND"),
+_MODULES = {"numpy": ("graphc.backends.cpu", "BACKEND"), "cupy": ("graphc.backends.cuda", "BACKEND"),
             "cuda-emulator": ("graphc.backends.cuda", "EMULATOR")}
 NAMES = tuple(_MODULES)
 

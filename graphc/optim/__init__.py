@@ -3,7 +3,7 @@ from graphc.optim.adam import AdaMax, Adam, AMSGrad, Nadam
 from graphc.optim.adaptive import Adadelta, Adagrad, RMSprop
 from graphc.optim.base import Optimizer, flush_denormals, moving_average
 from graphc.optim.checks import OptimizerError
-from graphc.optim.registry import BY_NAME, make
+from graphc.optim.by_name import BY_NAME, make
 from graphc.optim.schedules import Cosine, Exponential, Schedule, StepDecay
 from graphc.optim.sgd import SGD, Momentum, Nesterov
 

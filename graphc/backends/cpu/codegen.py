@@ -1,4 +1,4 @@
-"""The NumPy backend: lower a program to Python source, one line per IR node.
+"""The CPU backend's code: a program lowered to Python source, one line per IR node.
 
 Each line carries the IR statement it came from and the user's source line, so
 the generated step reads as the graph and a profile of it points back at the
@@ -23,9 +23,9 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from graphc.backends.cpu import c_loops, vector_math
+from graphc.backends.cpu import c_loops
 from graphc.lowering import numpy_helpers
-from graphc.backends.backend import Backend, KernelBuildFailed
+from graphc.backends.backend import KernelBuildFailed
 from graphc.lowering.numpy_rules import lower, site_arg
 from graphc.ir.shapes import resolve
 from graphc.ir.node import Node
@@ -318,34 +318,3 @@ def generate(program: Program, plan: Optional[Plan] = None) -> Generated:
     exec(compile(source, f"<graphc {program.name}>", "exec"), namespace)
     return Generated(source, writer.inputs, writer.variables, namespace["bind"], plan.buffers,
                      "\n\n".join(writer.kernels))
-
-
-class NumpyBackend(Backend):
-    """NumPy calls with ``out=`` into planned buffers, and fused C loops where a compiler exists."""
-
-    name = "numpy"
-
-    def array_module(self) -> Any:
-        return np
-
-    def fusable(self, node: Node) -> bool:
-        return c_loops.eligible(node)
-
-    def joins(self, operand: Node, node: Node) -> bool:
-        return c_loops.joins(operand, node)
-
-    def fuses(self) -> bool:
-        return c_loops.compiler() is not None
-
-    def cache_tag(self, passes: bool) -> str:
-        if passes and self.fuses():  # the C loops call libmvec or scalar libm, built with debug flags or not
-            debug_flags = "".join(f"+{flag}" for flag in c_loops.flags()[len(c_loops.FLAGS):])
-            return "numpy+c" + ("+libmvec" if vector_math.enabled() else "") + debug_flags
-        return "numpy" if passes else "numpy-unplanned"
-
-    def generate(self, program: Program, plan: Plan) -> Generated:
-        return generate(program, plan)
-
-
-BACKEND = NumpyBackend()
-
