@@ -1,6 +1,8 @@
 """One change in the shared loop generator reaches both the C loops and the CUDA kernels."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -58,3 +60,12 @@ def test_a_standalone_cuda_max_lets_nan_win_as_numpy_does() -> None:
     step = gc.compile(gc.max(x, axis=0), backend="cuda-emulator")
     for _ in range(2):
         np.testing.assert_array_equal(step(x=values), np.max(values, axis=0))
+
+
+def test_every_store_of_both_targets_is_the_generators(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Outputs are the C loops' ``a<k>`` and the CUDA kernels' ``p<k>`` pointers."""
+    store = loops.store
+    monkeypatch.setattr(loops, "store", lambda place, value: store(place, value) + " /* MARK_STORE */")
+    for kernels in (_source("numpy"), _source("cupy"), _standalone_kernels()):
+        stores = re.findall(r"^.*\b[ap]\d+\[[^\]]*\] = .*$", kernels, flags=re.M)
+        assert stores and all("MARK_STORE" in line for line in stores), stores

@@ -82,6 +82,16 @@ def grid_stride(index_type: str, body: Sequence[str]) -> list[str]:
             *(INDENT + line for line in body), "}"]
 
 
+def counted(index_type: str, index: str, count: str, body: Sequence[str]) -> list[str]:
+    """``body`` once for each ``index`` from 0 to ``count`` - 1."""
+    return [f"for ({index_type} {index} = 0; {index} < {count}; {index}++) {{", *(INDENT + line for line in body), "}"]
+
+
+def store(place: str, value: str) -> str:
+    """The statement writing ``value`` to ``place``, an element of an output."""
+    return f"{place} = {value};"
+
+
 def axis_indices(index_type: str, extent: Callable[[Sequence], Optional[str]], shape: Shape, used: set[int],
                  flat: str = "i") -> list[str]:
     """Lines defining ``{flat}{a}`` for each axis a in ``used``, from the flat row-major index
@@ -137,7 +147,7 @@ def elementwise(target: Target, members: Sequence[Node], inputs: Sequence[Node],
         local[node] = f"v{j}"
     for node in outputs:
         if not target.accumulates(node):
-            body.append(f"{target.write(node, shape, At.ELEMENT)} = {local[node]};")
+            body.append(store(target.write(node, shape, At.ELEMENT), local[node]))
     if target.flat:
         return before, axis_indices(target.index_type, target.extent, shape, target.axes) + body
     return before, _nested(target, shape, body)
@@ -233,9 +243,9 @@ class _Rows:
     def store(self, node: Node) -> None:
         if node in self.wide:
             place = self.target.write(node, node.shape, At.COLUMN)
-            self.body.append(self.each_column(columns(node), f"{place} = {self.wide[node]}[c];"))
+            self.body.append(self.each_column(columns(node), store(place, f"{self.wide[node]}[c]")))
         elif not self.target.accumulates(node):
-            self.body.append(f"{self.target.write(node, node.shape, At.ROW)} = {self.narrow[node]};")
+            self.body.append(store(self.target.write(node, node.shape, At.ROW), self.narrow[node]))
 
 
 def rows(target: Target, members: Sequence[Node], outputs: Sequence[Node]) -> tuple[list[str], list[str]]:
@@ -251,5 +261,4 @@ def rows(target: Target, members: Sequence[Node], outputs: Sequence[Node]) -> tu
     if target.flat:
         rows_shape = (members[0].shape[0],)
         return loop.before, axis_indices(target.index_type, target.extent, rows_shape, target.axes) + loop.body
-    t = target.index_type
-    return loop.before, [f"for ({t} r = 0; r < d[0]; r++) {{", *(INDENT + b for b in loop.body), "}"]
+    return loop.before, counted(target.index_type, "r", "d[0]", loop.body)

@@ -208,7 +208,7 @@ class _Lowering:
         value = self.operand(node, text, target.shape, axes, {})
         index, used = offset(target, target.shape, text)
         loop = axis_indices(target.shape, axes | used, text)
-        loop.append(f"{text.pointer(target, writes=True)}[{index}] = {value};")
+        loop.append(loops.store(f"{text.pointer(target, writes=True)}[{index}]", value))
         self.add_kernel(text, loop, Size.of(target.shape), (node,), note)
 
     def copy(self, target: View, node: Node, note: str) -> None:
@@ -266,8 +266,8 @@ class _Lowering:
         element = f"{text.pointer(view, writes=False)}[{' + '.join(terms) or '0'}]"
         declare, update = loops.accumulation(node.op, node.dtype, "acc", element, "r")
         inner = [*loop[len(kept):], update]
-        body = [*loop[:len(kept)], declare, f"for (long long r = 0; r < {text.size(Size.of(red_shape))}; r++) {{",
-                *(loops.INDENT + line for line in inner), "}", f"{text.pointer(out, writes=True)}[i] = ({t})acc;"]
+        body = [*loop[:len(kept)], declare, *loops.counted(INDEX, "r", text.size(Size.of(red_shape)), inner),
+                loops.store(f"{text.pointer(out, writes=True)}[i]", f"({t})acc")]
         self.add_kernel(text, body, Size.of(kept_shape), (node,), self.comment(node))
 
     def _sum_by_gemm(self, x: View, axes: tuple, node: Node) -> bool:
@@ -311,7 +311,8 @@ class _Lowering:
         loop = [f"const long long l = i / {depth};", f"const long long j = i % {depth};"]
         loop += axis_indices(labels.shape, used, text, "l")
         label = f"{text.pointer(labels, writes=False)}[{index}]"
-        loop.append(f"{text.pointer(self.view(node), writes=True)}[i] = {loops.one_hot_value(node.dtype, label, 'j')};")
+        loop.append(loops.store(f"{text.pointer(self.view(node), writes=True)}[i]",
+                                loops.one_hot_value(node.dtype, label, 'j')))
         self.add_kernel(text, loop, Size.of(node.shape), (node,), self.comment(node))
 
     def random(self, node: Node) -> None:
@@ -335,10 +336,8 @@ class _Lowering:
             loop += ["const float u1 = ((float)(c[0] >> 8) + 1.0f) * 5.9604645e-08f;",
                      "const float u2 = (float)(c[1] >> 8) * 5.9604645e-08f;"]
             log, sqrt, cos, two_pi, t = "logf", "sqrtf", "cosf", "6.2831855f", "float"
-        if node.op == "uniform":
-            loop.append(f"{out}[i] = u2;")
-        else:
-            loop.append(f"{out}[i] = ({t})({sqrt}(-2 * {log}(u1)) * {cos}({two_pi} * u2));")
+        value = "u2" if node.op == "uniform" else f"({t})({sqrt}(-2 * {log}(u1)) * {cos}({two_pi} * u2))"
+        loop.append(loops.store(f"{out}[i]", value))
         self.add_kernel(text, loop, Size.of(node.shape), (node,), self.comment(node))
 
     def concat(self, node: Node) -> None:
