@@ -29,7 +29,7 @@ GOOD = np.ones((2, 3), np.float32)
 
 @pytest.mark.parametrize("bad, expected", [
     ([[1.0, 2.0, 3.0]], "input 'y' expects f32[N,3], got list; pass a NumPy array"),
-    (np.ones(3, np.float32), "input 'y' expects f32[N,3], got an array of shape (3,)"),
+    (np.ones((2, 3, 1), np.float32), "input 'y' expects f32[N,3], got an array of shape (2, 3, 1)"),
     (np.ones((2, 3), np.float64), "input 'y' expects f32[N,3], got dtype float64; convert with .astype('float32')"),
     (np.ones((2, 4), np.float32), "input 'y' expects f32[N,3], got an array of shape (2, 4)"),
     (np.ones((5, 3), np.float32), "input 'y' expects f32[N,3], got an array of shape (5, 3), "
