@@ -40,8 +40,9 @@ import re
 import sys
 import types
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any
 
 import numpy as np
 
@@ -64,14 +65,14 @@ class Op:
     """One piece of device work: it runs when it heads its stream's queue and every dependency
     (a stream, and how many of its ops must have run) is met."""
     work: Callable[[], None]
-    deps: list[tuple["Stream", int]]
+    deps: list[tuple[Stream, int]]
 
 
 class StandIn:
     """The device: its streams, memory and scheduler, and logs the tests read."""
 
-    def __init__(self, seed: int, eagerness: Optional[float] = None, devices: int = 1,
-                 driver_error: Optional[str] = None):
+    def __init__(self, seed: int, eagerness: float | None = None, devices: int = 1,
+                 driver_error: str | None = None):
         self.rng = random.Random(seed)
         # how often the device runs queued work while the host goes on: from never to almost always
         self.eagerness = self.rng.choice([0.0, 0.3, 0.7, 0.95]) if eagerness is None else eagerness
@@ -115,13 +116,13 @@ class StandIn:
             raise CUDARuntimeError(f"cudaErrorInvalidValue: {what} at {address:#x} is device memory, not host")
 
     # ---- streams and scheduling ----------------------------------------------
-    def stream(self, ptr: Optional[int]) -> "Stream":
+    def stream(self, ptr: int | None) -> Stream:
         for stream in self.streams:
             if stream.ptr == (ptr or 0):
                 return stream
         raise CUDARuntimeError(f"cudaErrorInvalidResourceHandle: no stream {ptr}")
 
-    def issue(self, stream: "Stream", work: Callable[[], None], deps: Optional[list[tuple["Stream", int]]] = None,
+    def issue(self, stream: Stream, work: Callable[[], None], deps: list[tuple[Stream, int]] | None = None,
               what: str = "") -> None:
         """Queue work on a stream (or record it, while the stream captures), with the legacy default
         stream's implicit dependencies, then let the device run some queued work."""
@@ -168,22 +169,18 @@ class StandIn:
             if not self.run_one():
                 raise AssertionError(f"deadlock: {what} waits for work that can never run")
 
-    def synchronize(self) -> None:
-        """cudaDeviceSynchronize: every queue drained."""
-        self.wait_until(lambda: not any(s.queue for s in self.streams), "the device")
-
 
 @dataclass(eq=False)
 class Stream:
     """A CUDA stream: a queue of work, and what has been issued and run on it."""
     device: StandIn
     non_blocking: bool = False
-    ptr: Optional[int] = None
+    ptr: int | None = None
     queue: deque = field(default_factory=deque)
     issued: int = 0
     completed: int = 0
-    capture: Optional[list[Callable[[], None]]] = None
-    capture_error: Optional[str] = None
+    capture: list[Callable[[], None]] | None = None
+    capture_error: str | None = None
     priority: float = 0.0
 
     def __post_init__(self) -> None:
@@ -196,11 +193,11 @@ class Stream:
     def blocking(self) -> bool:
         return not self.non_blocking
 
-    def __enter__(self) -> "Stream":
+    def __enter__(self) -> Stream:
         self.device.current.append(self)
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.device.current.pop()
 
     def invalidate(self, why: str) -> None:
@@ -213,7 +210,7 @@ class Stream:
             raise CUDARuntimeError("cudaErrorStreamCaptureUnsupported: synchronizing a capturing stream")
         self.device.wait_until(lambda: self.completed == self.issued, f"stream {self.ptr:#x}")
 
-    def wait_event(self, event: "Event") -> None:
+    def wait_event(self, event: Event) -> None:
         """Later work on this stream waits for the event's last recorded work (none if never recorded)."""
         if self.capture is not None:
             raise NotImplementedError("the stand-in does not model cross-stream waits in a capture")
@@ -225,7 +222,7 @@ class Stream:
             raise CUDARuntimeError("cudaErrorIllegalState: capture on the legacy stream or twice")
         self.capture, self.capture_error = [], None
 
-    def end_capture(self) -> "Graph":
+    def end_capture(self) -> Graph:
         if self.capture is None:
             raise CUDARuntimeError("cudaErrorIllegalState: the stream is not capturing")
         work, error = self.capture, self.capture_error
@@ -234,28 +231,20 @@ class Stream:
             raise CUDARuntimeError(f"cudaErrorStreamCaptureInvalidated: {error}")
         return Graph(self.device, work)
 
-    def is_capturing(self) -> bool:
-        return self.capture is not None
-
 
 class Event:
     """A CUDA event: the stream and the count of its ops that its last record covers."""
 
     def __init__(self, device: StandIn, disable_timing: bool = False):
         self.device = device
-        self.marks: Optional[tuple[Stream, int]] = None
+        self.marks: tuple[Stream, int] | None = None
 
-    def record(self, stream: Optional[Stream] = None) -> None:
+    def record(self, stream: Stream | None = None) -> None:
         stream = stream or self.device.current[-1]
         if stream.capture is not None:
             raise NotImplementedError("the stand-in does not model events recorded in a capture")
         self.marks = (stream, stream.issued)
         self.device.progress()
-
-    def synchronize(self) -> None:
-        if self.marks is not None:
-            stream, count = self.marks
-            self.device.wait_until(lambda: stream.completed >= count, "an event")
 
 
 class Graph:
@@ -264,7 +253,7 @@ class Graph:
     def __init__(self, device: StandIn, work: list[Callable[[], None]]):
         self.device, self.work = device, work
 
-    def launch(self, stream: Optional[Stream] = None) -> None:
+    def launch(self, stream: Stream | None = None) -> None:
         stream = stream or self.device.current[-1]
         self.device.replays += 1
         for work in self.work:
@@ -282,11 +271,6 @@ class DeviceArray:
         self.__cuda_array_interface__ = {"shape": shape, "typestr": self.dtype.str, "data": (self.data.ptr, False),
                                          "version": 3}
 
-    def get(self) -> np.ndarray:
-        """The contents once the current stream's work has run (CuPy's ``get`` waits the same way)."""
-        self.device.current[-1].synchronize()
-        return self.memory[:self.nbytes].view(self.dtype).reshape(self.shape).copy()
-
 
 class RawModule:
     """A compiled module: it hands out only the ``extern "C"`` kernels of its source, by name."""
@@ -296,7 +280,7 @@ class RawModule:
         self._device, self._names = device, set(_KERNEL.findall(code))
         self._library = emulator.build(code)
 
-    def get_function(self, name: str) -> "Function":
+    def get_function(self, name: str) -> Function:
         if name not in self._names:
             raise CUDADriverError(f"CUDA_ERROR_NOT_FOUND: named symbol not found ({name})")
         self._device.fetched.append(name)
@@ -309,7 +293,7 @@ class Function:
     def __init__(self, device: StandIn, name: str, launcher: Callable[..., None]):
         self.device, self.name, self.launcher = device, name, launcher
 
-    def __call__(self, grid: tuple, block: tuple, args: tuple, stream: Optional[Stream] = None,
+    def __call__(self, grid: tuple, block: tuple, args: tuple, stream: Stream | None = None,
                  shared_mem: int = 0) -> None:
         values = []
         for arg in args:
@@ -409,10 +393,9 @@ def cupy_module(device: StandIn) -> types.ModuleType:
         getDeviceCount=lambda: _device_count(device),
         memcpyAsync=lambda dst, src, n, kind, s: _memcpy_async(device, dst, src, n, kind, s),
         memsetAsync=lambda address, value, n, s: _memset_async(device, address, value, n, s),
-        deviceSynchronize=device.synchronize, CUDARuntimeError=CUDARuntimeError)
+        CUDARuntimeError=CUDARuntimeError)
     cp.cuda = types.SimpleNamespace(Stream=CupyStream, Event=lambda disable_timing=False: Event(device),
-                                    get_current_stream=lambda: device.current[-1], runtime=runtime,
-                                    Graph=Graph)
+                                    get_current_stream=lambda: device.current[-1], runtime=runtime)
     return cp
 
 

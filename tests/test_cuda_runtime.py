@@ -15,13 +15,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+from cuda_standin import D2D, D2H, H2D, StandIn, install
 
 import graphc as gc
 from graphc import nn, optim
 from graphc.backends.cuda import emulator
 from graphc.errors import GraphcError
-
-from cuda_standin import D2D, D2H, H2D, StandIn, install
 
 pytestmark = pytest.mark.skipif(emulator.host_compiler() is None, reason="no C++ compiler for the emulator")
 
@@ -46,7 +45,7 @@ def _batches(count: int, batch: int) -> list[tuple[np.ndarray, np.ndarray]]:
             for _ in range(count)]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _numpy_reference(*runs: tuple[int, int]) -> tuple[list[np.ndarray], dict[str, np.ndarray]]:
     """The NumPy backend's losses and final variables over ``runs`` (count, batch size) of batches:
     computed once, as every seed's run compares with the same ones."""

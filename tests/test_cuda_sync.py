@@ -14,16 +14,16 @@ import functools
 import inspect
 import sys
 import types
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
+from cuda_standin import install
 
 import graphc as gc
 from graphc import nn, optim
 from graphc.backends.cuda import binding, cupy_device, emulator
-
-from cuda_standin import install
 
 pytestmark = pytest.mark.skipif(emulator.host_compiler() is None, reason="no C++ compiler for the emulator")
 
@@ -85,7 +85,7 @@ def _batches() -> list[tuple[np.ndarray, np.ndarray]]:
             for _ in range(4)]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _reference() -> tuple[list[np.ndarray], dict[str, np.ndarray]]:
     cpu = _model("numpy")
     losses = [cpu(x=x, y=y) for x, y in _batches()]
@@ -149,3 +149,71 @@ def test_deleting_a_synchronization_call_fails_the_run(monkeypatch: pytest.Monke
     _swap_in(monkeypatch, module, _mutant(module, first, last))
     seeds = _seeds_until_failure(monkeypatch)
     assert seeds is not None, f"line {first} of {module.__name__} deleted, and {MAX_SEEDS} interleavings passed"
+
+
+# ---- the stand-in's own model of CUDA -----------------------------------------------------------
+def _orders(monkeypatch: pytest.MonkeyPatch, non_blocking: bool, seeds: int = 40) -> set[tuple[str, ...]]:
+    """The orders in which a legacy-stream memset and a later memset on another stream ran."""
+    orders = set()
+    for seed in range(seeds):
+        with monkeypatch.context() as each:
+            device = install(each, seed)
+            import cupy
+            array, ran = cupy.empty(4, np.uint8), []
+            stream = cupy.cuda.Stream(non_blocking=non_blocking)
+            device.issue(device.legacy, lambda: ran.append("legacy"))
+            device.issue(stream, lambda: ran.append("stream"))
+            cupy.cuda.runtime.memsetAsync(array.data.ptr, 0, 4, stream.ptr)
+            stream.synchronize()
+            device.legacy.synchronize()
+            orders.add(tuple(ran))
+    return orders
+
+
+def test_a_blocking_stream_waits_for_the_legacy_default_stream_and_a_non_blocking_one_does_not(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _orders(monkeypatch, non_blocking=False) == {("legacy", "stream")}
+    assert _orders(monkeypatch, non_blocking=True) == {("legacy", "stream"), ("stream", "legacy")}
+
+
+def test_a_copy_to_the_host_lands_when_its_stream_is_synchronized(monkeypatch: pytest.MonkeyPatch) -> None:
+    install(monkeypatch, 0, eagerness=0.0)
+    import cupy
+    stream = cupy.cuda.Stream(non_blocking=True)
+    source, host = cupy.asarray(np.arange(4, dtype=np.float32)), np.zeros(4, np.float32)
+    cupy.cuda.Stream.null.synchronize()  # the upload ran on the legacy stream, which ``stream`` does not wait for
+    cupy.cuda.runtime.memcpyAsync(host.ctypes.data, source.data.ptr, 16, 2, stream.ptr)
+    assert not host.any()
+    stream.synchronize()
+    np.testing.assert_array_equal(host, np.arange(4))
+
+
+def test_a_copy_in_the_wrong_direction_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    install(monkeypatch, 0)
+    import cupy
+    array, host = cupy.empty(4, np.float32), np.zeros(4, np.float32)
+    with pytest.raises(RuntimeError, match="cudaErrorInvalidValue"):
+        cupy.cuda.runtime.memcpyAsync(host.ctypes.data, array.data.ptr, 16, 1, 0)
+
+
+def test_a_capture_refuses_host_copies_and_allocation(monkeypatch: pytest.MonkeyPatch) -> None:
+    install(monkeypatch, 0)
+    import cupy
+    stream, host = cupy.cuda.Stream(non_blocking=True), np.zeros(4, np.float32)
+    array = cupy.empty(4, np.float32)
+    for refused in (lambda: cupy.empty(4, np.float32),
+                    lambda: cupy.cuda.runtime.memcpyAsync(array.data.ptr, host.ctypes.data, 16, 1, stream.ptr)):
+        stream.begin_capture()
+        with pytest.raises(RuntimeError, match="cudaErrorStreamCaptureUnsupported"):
+            refused()
+        with pytest.raises(RuntimeError, match="cudaErrorStreamCaptureInvalidated"):
+            stream.end_capture()
+
+
+def test_a_module_hands_out_only_the_kernels_of_its_source(monkeypatch: pytest.MonkeyPatch) -> None:
+    install(monkeypatch, 0)
+    import cupy
+    module = cupy.RawModule(code='extern "C" __global__ void only(float *x) { x[threadIdx.x] = 1.0f; }')
+    assert module.get_function("only")
+    with pytest.raises(RuntimeError, match="CUDA_ERROR_NOT_FOUND"):
+        module.get_function("graphc_rng_advance")
