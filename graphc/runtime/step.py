@@ -72,10 +72,11 @@ class Step:
     def launch(self, *args: Any, **feeds: Any) -> None:
         """Start a step without waiting for it or fetching its results.
 
-        On a GPU this leaves out the per-step copy of the loss and the variables
-        to the host: steps queue on the device, and the store's host values are
-        stale until the next ordinary call, which fetches them.  On the CPU it
-        is an ordinary call whose results are dropped.
+        On a GPU this leaves out the copy of the outputs (the loss) to the host,
+        so steps queue on the device without the host waiting for each.  The
+        variables stay on the device after an ordinary call too: the store
+        fetches them when they are read.  On the CPU it is an ordinary call
+        whose results are dropped.
         """
         args = self._ordered(args, feeds)
         with self._lock:
@@ -147,6 +148,7 @@ class Step:
         """The same computation by the reference interpreter on the unoptimized program,
         without touching the store: the oracle for tests."""
         prog = self.source_program
+        self.state.catch_up()
         variables = {v.name: self.state.ensure(v).copy() for v in prog.variables()}
         roots = prog.roots
         values = evaluate(roots, feeds, variables, rng=np.random.default_rng(0))

@@ -8,6 +8,11 @@ view into it.  Re-packing bumps ``version``, telling compiled steps to rebind.
 Every write of variable values (a load, a step that updates variables) advances
 ``generation``, so a step that keeps copies of the variables elsewhere (on a
 GPU) knows when its copies are stale.
+
+A device step leaves the variables it updates on the device (``ahead``): a
+train step then costs the copy of its loss alone.  The host arrays are brought
+up to date only when someone reads them: ``values``, ``store[name]``, a load,
+a re-pack, another compiled function (:mod:`graphc.runtime.step`).
 """
 from __future__ import annotations
 
@@ -29,14 +34,14 @@ def zeros(rng: np.random.Generator, shape: tuple[int, ...], dtype: str) -> np.nd
 class Store:
     def __init__(self, seed: int = 0):
         self.seed = seed
-        self.values: dict[str, np.ndarray] = {}
+        self._values: dict[str, np.ndarray] = {}  # possibly stale while ``ahead`` is set
         self.arenas: dict[tuple[str, ...], np.ndarray] = {}
         self.version = 0
         self.generation = 0
         self.rng = np.random.default_rng([seed, 1])
         self.lock = threading.Lock()  # held by compiled functions while they read or write the values
-        # A device step launched without fetching its results holds newer values than these arrays
-        # (graphc.backends.cuda.binding.DeviceStep.launch); catch_up() brings them here.
+        # A device step that holds newer values than these arrays (graphc.backends.cuda.binding.DeviceStep);
+        # catch_up() brings them here.
         self.ahead: Optional[Any] = None
         # The step counter of a device's counter-based random stream (Philox): saved in checkpoints
         # beside ``rng``, so a resumed run draws what the uninterrupted one would.
@@ -50,8 +55,18 @@ class Store:
 
     def catch_up(self) -> None:
         """Make the arrays hold the newest values, if a device step holds newer ones."""
-        if self.ahead is not None:
-            self.ahead.fetch_variables()
+        ahead = self.ahead
+        if ahead is not None:
+            ahead.fetch_variables()
+
+    @property
+    def values(self) -> dict[str, np.ndarray]:
+        """Every variable's value by name, up to date: reading them fetches what a device step holds."""
+        self.catch_up()
+        return self._values
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.values[name]
 
     def init_rng(self, name: str) -> np.random.Generator:
         """A generator that depends only on the store's seed and the variable's name,
@@ -63,13 +78,13 @@ class Store:
         if not is_static(var.shape):
             raise CheckpointError(f"{var.op} '{var.name}' needs a static shape, got {fmt(var.shape)}")
         shape = tuple(int(d) for d in var.shape)
-        value = self.values.get(var.name)
+        value = self._values.get(var.name)
         if value is None:
             init = var.meta.get("init") or zeros
             value = np.array(init(self.init_rng(var.name), shape, var.dtype), dtype=var.dtype, order="C")
             if value.shape != shape:
                 raise CheckpointError(f"the initializer of '{var.name}' made shape {value.shape}, expected {shape}")
-            self.values[var.name] = value
+            self._values[var.name] = value
         elif value.shape != shape or value.dtype.name != var.dtype:
             raise CheckpointError(f"{var.op} '{var.name}' is {var.dtype}{fmt(var.shape)} in the graph but "
                                   f"{value.dtype.name}{list(value.shape)} in the store")
@@ -80,13 +95,14 @@ class Store:
         names = tuple(v.name for v in variables)
         if names in self.arenas:
             return self.arenas[names]
+        self.catch_up()  # the new arena starts from the newest values
         current = [self.ensure(v) for v in variables]
         arena = np.empty(sum(a.size for a in current), dtype=variables[0].dtype)
         offset = 0
         for var, value in zip(variables, current):
             view = arena[offset:offset + value.size].reshape(value.shape)
             view[...] = value
-            self.values[var.name] = view
+            self._values[var.name] = view
             offset += value.size
         self.arenas = {k: a for k, a in self.arenas.items() if not set(k) & set(names)}
         self.arenas[names] = arena
@@ -94,14 +110,16 @@ class Store:
         return arena
 
     def load(self, values: dict[str, np.ndarray], names: Optional[Iterable[str]] = None) -> None:
-        """Overwrite values in place (arenas keep their identity), checking shapes."""
+        """Overwrite values in place (arenas keep their identity), checking shapes.  A device step's
+        newer values are fetched first: the names not loaded keep them."""
+        self.catch_up()
         self.generation += 1
         for name in names if names is not None else values:
-            target = self.values.get(name)
+            target = self._values.get(name)
             new = np.asarray(values[name])
             new = new.astype(new.dtype.newbyteorder("="), copy=False)  # compiled loops read native bytes
             if target is None:
-                self.values[name] = np.array(new)
+                self._values[name] = np.array(new)
                 self.version += 1
             elif target.shape != new.shape or target.dtype != new.dtype:
                 raise CheckpointError(f"'{name}' is {target.dtype}{list(target.shape)} in the model but "

@@ -51,6 +51,7 @@ class Checkpoint:
 
 def save(path: Path, store: Store, extra: Mapping[str, Any]) -> None:
     """Write the store's variables, its generator state and ``extra`` (JSON-able) to ``path``."""
+    store.catch_up()  # the device's random stream counter comes back with the variables
     meta = {"format": FORMAT, "rng": store.rng.bit_generator.state, "extra": dict(extra),
             "device_counter": None if store.device_counter is None else int(store.device_counter[0])}
     arrays = {_VARIABLE_PREFIX + name: value for name, value in store.values.items()}

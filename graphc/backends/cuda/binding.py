@@ -5,7 +5,9 @@ bytes in and out of it, launch a kernel, run a GEMM and capture a sequence of
 those into something replayable.  This module lays the program's regions out
 in the arena for one batch size, writes the constants and variables in, and
 makes the step function: copy the inputs in, replay the captured step, copy
-the results and the changed variables out.
+the results out.  The variables the step changes stay on the device, which the
+store records (``store.ahead``): they come back to the host when someone reads
+them (:mod:`graphc.runtime.store`), not at every step.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ ALIGN = 256  # bytes: every region starts on a boundary cuBLAS and vector loads 
 
 
 class Device(Protocol):
-    lock: Any  # held while a step issues work: every step of a program shares the device's stream
+    lock: Any  # held while a step issues work, and while a reader of the store fetches its variables
     def allocate(self, nbytes: int) -> tuple[int, Any]: ...           # the arena's address, and its owner
     def upload(self, address: int, host: np.ndarray) -> None: ...
     def copy_in(self, address: int, array: Any) -> None: ...               # from an array on the device
@@ -119,14 +121,12 @@ class DeviceStep:
             self.device.upload(self.region(self.program.rng), self.counter)
 
     def launch(self, *inputs: np.ndarray) -> None:
-        """Copy the inputs in and run the step, without waiting for it; until the next call fetches
-        them, the newest variable values are on the device (``store.ahead``)."""
+        """Copy the inputs in and run the step, without waiting for it or copying anything back."""
         with self.device.lock:
             self._launch(inputs)
-            if self.program.written and self.store is not None:
-                self.store.ahead = self
 
     def _launch(self, inputs: Sequence[np.ndarray]) -> None:
+        """Issue the step; the newest values of the variables it writes are then on the device."""
         fed = {node.name: value for (node, _), value in zip(self.program.inputs, inputs)}
         for name, depth, site in self.program.labels:
             if isinstance(fed[name], np.ndarray):
@@ -145,13 +145,16 @@ class DeviceStep:
             self.replay()
         generation = getattr(self.store, "generation", 0)
         self.synced = generation + 1 if self.program.written else generation
+        if self.program.written and self.store is not None:
+            self.store.ahead = self
 
     def __call__(self, *inputs: np.ndarray) -> tuple:
+        """Run the step and copy its results back; the variables it writes stay on the device."""
         with self.device.lock:
             self._launch(inputs)
             for _, host, address in self.results:
                 self.device.download(host, address)
-            self.fetch_variables()
+            self.device.synchronize()
             return tuple(host.copy() for _, host, _ in self.results)
 
     def fetch_variables(self) -> None:
