@@ -4,21 +4,24 @@ fetches them only when someone reads them.
 On the adversarial stand-in of ``tests/cuda_standin.py`` (every ``memcpyAsync`` direction logged),
 a train step copies its loss back and nothing else, a launch copies nothing back, and every reader
 — ``store.values``, ``store[name]``, a checkpoint, a load, another compiled function, the trainer's
-evaluation — sees the newest values.
+evaluation — sees the newest values.  Each bound GPU step has its own stream and cuBLAS handle,
+destroyed with the step.
 """
 from __future__ import annotations
 
+import gc as collector
+import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from cuda_standin import D2H, StandIn, install
+from cuda_standin import D2H, Cublas, StandIn, install
 from test_cuda_runtime import _batches, _mlp, _numpy_reference, _same_state
 
 import graphc as gc
 from graphc import nn, optim
-from graphc.backends.cuda import emulator
+from graphc.backends.cuda import cublas, emulator
 from graphc.train import checkpoint
 
 pytestmark = pytest.mark.skipif(emulator.host_compiler() is None, reason="no C++ compiler for the emulator")
@@ -142,3 +145,53 @@ def test_the_trainers_steps_copy_back_their_loss_alone(monkeypatch: pytest.Monke
     for name, value in checkpoint.load(emulated.checkpoint_path).variables.items():
         np.testing.assert_allclose(saved.variables[name], value, rtol=1e-4, atol=1e-5, err_msg=name)
     assert saved.device_counter == emulated.store.device_counter[0]
+
+
+class _RecordingCublas(Cublas):
+    """The stand-in's libcublas, recording every handle destroyed."""
+    destroyed: list[int] = []
+
+    def cublasDestroy_v2(self, handle: Any) -> int:
+        self.destroyed.append(handle.value)
+        return super().cublasDestroy_v2(handle)
+
+
+def test_a_steps_cublas_handle_is_destroyed_with_the_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The compile cache keeps the program; the handle (and its workspace) goes with the bound step."""
+    device = install(monkeypatch, 0)
+    destroyed: list[int] = []
+    monkeypatch.setattr(_RecordingCublas, "destroyed", destroyed)
+    monkeypatch.setattr(cublas, "_library", lambda: _RecordingCublas(device))
+    a, b = gc.input("a", (None, 8)), gc.input("b", (8, 4))
+    product = gc.compile(gc.matmul(a, b), backend="cupy")
+    rng = np.random.default_rng(0)
+    left, right = rng.standard_normal((5, 8)).astype(np.float32), rng.standard_normal((8, 4)).astype(np.float32)
+    np.testing.assert_allclose(product(a=left, b=right), left @ right, rtol=1e-5)
+    assert destroyed == []
+    del product
+    collector.collect()
+    assert len(destroyed) == 1
+
+
+def test_threads_calling_one_function_at_once_get_their_own_results() -> None:
+    """Each thread binds its own step; the emulator's device runs one call at a time."""
+    a, b = gc.input("a", (None, 16)), gc.input("b", (16, 8))
+    product = gc.compile(gc.relu(gc.matmul(a, b)), backend="cuda-emulator")
+    failures: list[BaseException] = []
+
+    def work(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        try:
+            for rows in (3, 7, 3, 11) * 5:
+                left = rng.standard_normal((rows, 16)).astype(np.float32)
+                right = rng.standard_normal((16, 8)).astype(np.float32)
+                np.testing.assert_allclose(product(a=left, b=right), np.maximum(left @ right, 0), rtol=1e-5,
+                                           atol=1e-6)
+        except BaseException as exc:
+            failures.append(exc)
+    threads = [threading.Thread(target=work, args=(seed,)) for seed in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures, failures[0]

@@ -32,19 +32,25 @@ class CudaExecutable:
     inputs: list[Node]
     variables: list[Node]
     emulated: bool
-    _device: Any = field(default=None, repr=False)  # compiled kernels, stream, cuBLAS handle: one per program
+    _compiled: Any = field(default=None, repr=False)  # the emulator's library, or CuPy's module: one per program
 
     def bind(self, variables: Sequence[np.ndarray], arenas: Sequence[np.ndarray], symbols: dict[str, int],
              store: Any) -> StepFunction:
-        """A step for one batch size: its own arena and graph, on the program's device."""
-        if self._device is None:
-            if self.emulated:
+        """A step for one batch size: its own arena and graph, on a device made for it."""
+        return DeviceStep(self.device_program, self._step_device(), variables, arenas, symbols, store, owner=self)
+
+    def _step_device(self) -> Any:
+        """The emulator is one device shared by every step (it runs each call through under its
+        lock); on a GPU each step gets its own stream and cuBLAS handle over the program's kernels."""
+        if self.emulated:
+            if self._compiled is None:
                 from graphc.backends.cuda.emulator import EmulatedDevice
-                self._device = EmulatedDevice(self.kernels)
-            else:
-                from graphc.backends.cuda.cupy_device import CupyDevice
-                self._device = CupyDevice(self.kernels)
-        return DeviceStep(self.device_program, self._device, variables, arenas, symbols, store, owner=self)
+                self._compiled = EmulatedDevice(self.kernels)
+            return self._compiled
+        from graphc.backends.cuda.cupy_device import CupyDevice, CupyModule
+        if self._compiled is None:
+            self._compiled = CupyModule(self.kernels)
+        return CupyDevice(self._compiled)
 
 
 class CudaBackend(Backend):

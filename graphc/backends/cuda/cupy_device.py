@@ -45,15 +45,34 @@ def import_cupy() -> Any:
 NVRTC_OPTIONS = ("--std=c++17", "--fmad=true")
 
 
-class CupyDevice:
-    """One program's kernels, stream, cuBLAS handle and workspace.  Every step of the program (each
-    batch size, each thread) runs on this one stream, so a step holds ``lock`` while it issues work:
-    a capture must not record another thread's launches."""
+class CupyModule:
+    """A program's kernels, compiled once by NVRTC and shared by every step bound from the program."""
 
     def __init__(self, translation_unit: str):
         self.cp = import_cupy()
         self.module = self.cp.RawModule(code=translation_unit, options=NVRTC_OPTIONS)
         self.functions: dict[str, Any] = {}  # every kernel a step launches, the prelude's included
+        self.lock = threading.Lock()  # steps bound in several threads look kernels up at once
+
+    def function(self, kernel: str) -> Any:
+        """The kernel, looked up by the name the launch gives: the step's own list of names once left one out."""
+        with self.lock:
+            fn = self.functions.get(kernel)
+            if fn is None:
+                fn = self.functions[kernel] = self.module.get_function(kernel)
+            return fn
+
+
+class CupyDevice:
+    """One bound step's stream, events, cuBLAS handle and workspace, over its program's kernels.
+    Each batch size of each thread binds a step of its own, so no thread issues work on another's
+    stream or into another's capture, and the handle and workspace are freed with the step.  The
+    step still holds ``lock`` while it issues work: another thread reading the store's variables
+    fetches them from this step."""
+
+    def __init__(self, kernels: CupyModule):
+        self.cp = kernels.cp
+        self.kernels = kernels
         self.stream = self.cp.cuda.Stream(non_blocking=True)
         self.workspace = self.cp.empty(WORKSPACE_BYTES, dtype=self.cp.uint8)
         self.blas = Cublas(self.stream.ptr, self.workspace.data.ptr)
@@ -88,9 +107,7 @@ class CupyDevice:
         self.cp.cuda.runtime.memcpyAsync(host.ctypes.data, address, host.nbytes, D2H, self.stream.ptr)
 
     def launch(self, kernel: str, blocks: int, threads: int, args: Sequence[tuple[str, int]]) -> Callable[[], None]:
-        fn = self.functions.get(kernel)
-        if fn is None:  # looked up by the name the launch gives: the step's own list of names once left one out
-            fn = self.functions[kernel] = self.module.get_function(kernel)
+        fn = self.kernels.function(kernel)
         values = tuple(np.uint64(v) if kind == "pointer" else np.int64(v) for kind, v in args)
         stream = self.stream
 
