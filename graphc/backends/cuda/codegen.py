@@ -16,6 +16,13 @@ the GPU adds is only how each node runs:
   reductions are a kernel with one thread per output;
 * ``one_hot``, ``normal`` and ``uniform`` are kernels; random numbers come from
   Philox, keyed by the op and counted by a step counter on the device;
+* a one-element elementwise value (a step counter, a bias correction, a
+  division by N) has no kernel of its own: each kernel that reads it computes
+  it inline, as it does ``numel``, and the step's one-element results and new
+  values of variables are stored by one scalar kernel at the end.  Where that
+  cannot be done (a reader that is not a kernel, or an operand overwritten
+  before a reader runs) the value is stored by its own kernel after all: the
+  program is lowered again with it stored (:func:`lower`);
 * updates the plan could not place in the variable are copies at the end.
 """
 from __future__ import annotations
@@ -25,7 +32,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from graphc.lowering.c_expressions import C_TYPES, literal, supports
+from graphc.lowering.c_expressions import C_TYPES, expression, literal, supports
 from graphc.lowering.cuda_rules import CudaRule
 from graphc.backends import loops, row_groups
 from graphc.backends.cuda.kernels import INDEX, PRELUDE, RNG_ADVANCE, KernelText, axis_indices, offset
@@ -44,6 +51,12 @@ from graphc.ir.shapes import Shape
 
 VARIABLE_KINDS = ("variable", "arena")
 GEMM_SUM_MIN = 64  # reduce by GEMM against ones from this many summed elements on
+INLINE_MAX = 4000  # characters: a scalar whose inline expression is longer is stored instead
+
+
+def one_element(node: Node) -> bool:
+    """Has ``node`` a static shape of exactly one element?"""
+    return all(isinstance(d, int) for d in node.shape) and int(np.prod(node.shape, dtype=np.int64)) == 1
 
 
 def lowers(op: str) -> bool:
@@ -52,7 +65,7 @@ def lowers(op: str) -> bool:
 
 
 class _Lowering:
-    def __init__(self, program: Program, plan: Plan):
+    def __init__(self, program: Program, plan: Plan, stored: frozenset = frozenset()):
         self.program, self.plan = program, plan
         self.prefix = re.sub(r"\W", "_", program.name)
         self.regions: dict[str, Region] = {}
@@ -69,7 +82,28 @@ class _Lowering:
         self.rng = ""
         self.variables: list[tuple[Node, View]] = []
         self.arenas: list[str] = []
+        self.writes: list[set[str]] = []        # the regions each step writes
+        self.defined_at: dict[Node, int] = {}   # an inline scalar → the step count where it would have run
+        self.needs_memory: set[Node] = set()     # inline scalars found to need a place of their own
+        self.inline = self._inline_scalars(stored)
         self._leaves()
+
+    def _inline_scalars(self, stored: frozenset) -> set[Node]:
+        """The one-element elementwise values computed where they are read: lone ops and whole fused
+        groups of them, except those in ``stored`` and those whose place others read as their own
+        (a variable updated in place, a piece of a packed gradient or of a concat)."""
+        in_place = {self.program.updates[v] for v in self.plan.in_place_updates}
+        chosen: set[Node] = set()
+        for node in self.plan.schedule:
+            group = self.group_of.get(node)
+            unit = group.members if group is not None else [node]
+            if node is not unit[-1]:
+                continue
+            if all(supports(m.op) and not is_view(m.op) and one_element(m) and m not in stored
+                   and m not in in_place and not isinstance(self.plan.place.get(m), Piece)
+                   and m not in self.plan.arena_views for m in unit):
+                chosen.update(unit)
+        return chosen
 
     # ---- memory -------------------------------------------------------------
     def region(self, name: str, size: Size, dtype: str, kind: str) -> str:
@@ -109,7 +143,11 @@ class _Lowering:
         return self.whole(name, node.shape)
 
     def view(self, node: Node) -> View:
-        """Where ``node``'s value is, materializing it if it has no place of its own."""
+        """Where ``node``'s value is, materializing it if it has no place of its own.  Asked of an
+        inline scalar, the answer is a place no kernel fills: the scalar is marked to be stored."""
+        root = self.scalar_root(node)
+        if root in self.inline:
+            self.needs_memory.add(root)
         if node in self.views:
             return self.views[node]
         view = self._place(node)
@@ -128,7 +166,8 @@ class _Lowering:
             region = self.arenas[place.base] if isinstance(place.base, int) else f"b{place.base.index}"
             return View(region, place.start, node.shape, row_major_strides(node.shape), node.dtype)
         if isinstance(place, Node):
-            return self.view(place)
+            # in the place of an inline scalar: that place is free, the scalar is never stored there
+            return self._place(place) if place in self.inline else self.view(place)
         return None
 
     def _derived(self, node: Node) -> View:
@@ -175,10 +214,49 @@ class _Lowering:
     def new_kernel(self, kind: str) -> KernelText:
         return KernelText(f"{self.prefix}_k{len(self.kernels)}_{kind}")
 
-    def add_kernel(self, text: KernelText, loop: list[str], count: Size, nodes: tuple, note: str) -> None:
+    def add_kernel(self, text: KernelText, loop: list[str], count: Size, nodes: tuple, note: str,
+                   reads_first: bool = False) -> None:
+        """Add the launch of a written kernel.  ``reads_first``: each thread reads all it reads before
+        it writes, so the kernel's own writes cannot change an operand of a scalar it computes inline."""
+        written = text.written_regions()
+        self._check_inline_reads(text, set() if reads_first else written)
         self.kernels.append(text.source(loop, note))
         self.kernel_names.append(text.name)
-        self.steps.append(Launch(text.name, count, text.launch_args(count), nodes, note))
+        self.append(Launch(text.name, count, text.launch_args(count), nodes, note), written)
+
+    def append(self, step: object, written: set[str]) -> None:
+        self.steps.append(step)
+        self.writes.append(written)
+
+    def _check_inline_reads(self, text: KernelText, own: set[str]) -> None:
+        """Mark to be stored each scalar computed inline in ``text`` that reads a region written since the
+        scalar's place in the schedule (by an earlier step or by this kernel): the value it reads there
+        may no longer be the one the scalar was computed from.  Regions are compared whole."""
+        for scalar, region in text.inline_reads:
+            since = self.defined_at.get(scalar)
+            if since is None or region in own or any(region in w for w in self.writes[since:]):
+                self.needs_memory.add(scalar)
+
+    def scalar_root(self, node: Node) -> Node:
+        """The value a view of one element (or a broadcast of one) repeats; else ``node`` itself."""
+        while is_view(node.op) and one_element(node.inputs[0]):
+            node = node.inputs[0]
+        return node
+
+    def computed_inline(self, node: Node) -> bool:
+        """Is ``node`` one element a kernel computes without reading a place of its own?"""
+        root = self.scalar_root(node)
+        return one_element(node) and (root in self.inline or root.op in ("constant", "numel"))
+
+    def inline_value(self, node: Node, text: KernelText) -> str:
+        """The C expression of inline scalar ``node``, from its operands (inline in turn, or read)."""
+        text.expanding.append(node)
+        operands = [self.operand(i, text, node.shape, set(), {}) for i in node.inputs]
+        text.expanding.pop()
+        value = f"(({C_TYPES[node.dtype]}){expression(node, operands)})"
+        if len(value) > INLINE_MAX:
+            self.needs_memory.add(node)
+        return value
 
     def operand(self, node: Node, text: KernelText, loop_shape: tuple, axes: set[int],
                 local: dict[Node, str], flat: str = "i") -> str:
@@ -190,7 +268,13 @@ class _Lowering:
         if node.op == "numel":
             size = Size.of([node.inputs[0].shape[a] for a in node.attrs["axes"]])
             return f"(({C_TYPES[node.dtype]}){text.size(size)})"
+        root = self.scalar_root(node)
+        if root in self.inline:
+            return self.inline_value(root, text)
         view = self.view(node)
+        if text.expanding:  # an operand of an inline scalar: one element, the same for every thread
+            text.inline_reads.append((text.expanding[-1], view.region))
+            return f"{text.pointer(view, writes=False)}[0]"
         index, used = offset(view, loop_shape, text, flat)
         axes |= used
         return f"{text.pointer(view, writes=False)}[{index}]"
@@ -213,13 +297,14 @@ class _Lowering:
 
     def copy(self, target: View, node: Node, note: str) -> None:
         """``target`` ← ``node``: a memory copy when the source is contiguous, else a kernel."""
-        if node.op == "constant" and node.attrs["value"].array.size == 1 or node.op == "numel":
+        if node.op == "constant" and node.attrs["value"].array.size == 1 or node.op == "numel" \
+                or self.scalar_root(node) in self.inline:
             self.fill(target, node, note)
             return
         source = self.view(node)
         if source.contiguous:
             if (source.region, source.offset) != (target.region, target.offset):
-                self.steps.append(Copy(target, source, Size.of(target.shape), (node,), note))
+                self.append(Copy(target, source, Size.of(target.shape), (node,), note), {target.region})
         else:
             self.fill(target, node, note)
 
@@ -240,7 +325,7 @@ class _Lowering:
         (av, at, lda), (bv, bt, ldb) = a, b
         m, k = (Size.of([d]) for d in av.shape)
         n = Size.of([bv.shape[1]])
-        self.steps.append(Gemm(bt, at, n, m, k, bv, ldb, av, lda, c, n, c.dtype, nodes, note))
+        self.append(Gemm(bt, at, n, m, k, bv, ldb, av, lda, c, n, c.dtype, nodes, note), {c.region})
 
     def matmul(self, node: Node) -> None:
         a, b = (self.gemm_operand(i) for i in node.inputs)
@@ -292,7 +377,7 @@ class _Lowering:
             gemm = Gemm(False, False, kept, one, summed, x, kept, ones, summed, out, kept, node.dtype, (node,), note)
         else:        # out[kept, 1] = x[kept, summed] · ones[summed, 1]
             gemm = Gemm(False, False, one, kept, summed, ones, one, x, summed, out, one, node.dtype, (node,), note)
-        self.steps.append(gemm)
+        self.append(gemm, {out.region})
         return True
 
     def check_labels(self, node: Node) -> None:
@@ -368,6 +453,10 @@ class _Lowering:
     # ---- the whole step --------------------------------------------------------
     def emit(self, node: Node) -> None:
         group = self.group_of.get(node)
+        if node in self.inline:  # computed by its readers: its operands are ready from this step on
+            for member in (group.members if group is not None and node is group.members[-1] else [node]):
+                self.defined_at[member] = len(self.steps)
+            return
         if group is not None:
             if node is group.members[-1]:
                 self.group(group)
@@ -413,9 +502,28 @@ class _Lowering:
         _, body = loops.rows(_KernelTarget(self, text), group.members, group.outputs)
         self.add_kernel(text, body, Size.of([group.members[0].shape[0]]), tuple(group.members), note)
 
+    def scalar_kernel(self, stores: list[tuple[View, Node]]) -> None:
+        """The step's one-element results and new values of variables, in one thread that computes
+        every value before it stores any: updates that read each other's variables see the old values,
+        and no snapshot is needed."""
+        text = self.new_kernel("scalars")
+        values = [self.operand(node, text, target.shape, set(), {}) for target, node in stores]
+        body = [f"const {C_TYPES[target.dtype]} s{k} = {value};" for k, ((target, _), value)
+                in enumerate(zip(stores, values))]
+        body += [loops.store(f"{text.pointer(target, writes=True)}[0]", f"s{k}") for k, (target, _)
+                 in enumerate(stores)]
+        names = ", ".join(self.ir_name(node) for _, node in stores)
+        self.add_kernel(text, body, Size(), tuple(node for _, node in stores),
+                        f"the step's scalars {names}, computed inline", reads_first=True)
+
     def finish(self) -> DeviceProgram:
-        outputs = []
+        outputs, scalars = [], []
         for name, node in self.program.outputs.items():
+            if self.computed_inline(node):
+                view = self.scratch(node, "out")
+                scalars.append((view, node))
+                outputs.append((name, view))
+                continue
             view = None if node.op in ("numel",) or node.op == "constant" else self.view(node)
             if view is None or not view.contiguous or self.regions[view.region].kind in VARIABLE_KINDS:
                 view = self.scratch(node, "out")
@@ -425,17 +533,22 @@ class _Lowering:
         for var, new in self.program.updates.items():
             if var in self.plan.in_place_updates:
                 continue
+            if self.computed_inline(new):
+                scalars.append((self.views[var], new))
+                continue
             source = self.view(new) if new.op not in ("numel", "constant") else None
             if source is not None and self.regions[source.region].kind in VARIABLE_KINDS:
                 snapshot = self.scratch(new, "old")  # read every old value before writing any
                 self.copy(snapshot, new, f"{var.name}'s new value, before variables change")
                 self.views[new] = snapshot
             pending.append((var, new))
+        if scalars:
+            self.scalar_kernel(scalars)
         for var, new in pending:
             self.copy(self.views[var], new, f"{var.name} ← {self.ir_name(new)}")
         written = sorted({self.views[v].region for v in self.program.updates})
         if self.rng:
-            self.steps.append(Launch(RNG_ADVANCE, Size(), (self.whole(self.rng, ()),), (), "next random step"))
+            self.append(Launch(RNG_ADVANCE, Size(), (self.whole(self.rng, ()),), (), "next random step"), {self.rng})
         return DeviceProgram(self.program.name, self.regions, self.steps, self.kernels, self.kernel_names,
                              [(n, f"in:{n.name}") for n in self.inputs], self.variables, self.arenas, outputs,
                              written, self.constants, self.ones, self.rng, self.labels)
@@ -489,10 +602,22 @@ class _KernelTarget(loops.Target):
 
 
 def lower(program: Program, plan: Plan) -> DeviceProgram:
-    lowering = _Lowering(program, plan)
-    for node in plan.schedule:
-        lowering.emit(node)
-    return lowering.finish()
+    """Lower with every one-element elementwise value inline; where some of them turn out to need a
+    place of their own, lower again with those (and their fused groups) stored.  Each round stores
+    more, so this ends."""
+    stored: frozenset = frozenset()
+    while True:
+        lowering = _Lowering(program, plan, stored)
+        for node in plan.schedule:
+            lowering.emit(node)
+        device = lowering.finish()
+        if not lowering.needs_memory:
+            return device
+        more = set(lowering.needs_memory)
+        for node in lowering.needs_memory:
+            group = lowering.group_of.get(node)
+            more.update(group.members if group is not None else ())
+        stored = stored | more
 
 
 def translation_unit(device: DeviceProgram) -> str:

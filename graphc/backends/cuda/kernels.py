@@ -86,6 +86,8 @@ class KernelText:
     pointers: dict[tuple, str] = field(default_factory=dict)
     written: set[str] = field(default_factory=set)
     symbols: set[str] = field(default_factory=set)
+    expanding: list = field(default_factory=list)     # the inline scalars being written out, innermost last
+    inline_reads: list = field(default_factory=list)  # (inline scalar, region it reads)
 
     def pointer(self, view: View, writes: bool) -> str:
         """The parameter pointing at ``view``'s first element."""
@@ -98,6 +100,9 @@ class KernelText:
         if writes:
             self.written.add(name)
         return name
+
+    def written_regions(self) -> set[str]:
+        return {view.region for view, name in zip(self.views, self.pointers.values()) if name in self.written}
 
     def size(self, size: Size) -> str:
         self.symbols.update(size.symbols)
