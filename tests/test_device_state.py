@@ -195,3 +195,18 @@ def test_threads_calling_one_function_at_once_get_their_own_results() -> None:
     for thread in threads:
         thread.join()
     assert not failures, failures[0]
+
+
+def test_restoring_a_checkpoint_mid_run_restores_the_device_random_stream(tmp_path: Path) -> None:
+    """Steps bound before the restore hold the store's counter array: the restored counter must
+    reach them, so the steps after it draw the noise they drew after the save."""
+    x_in = gc.input("x", (None, 784))
+    y_in = gc.input("y", (None,), dtype="int32")
+    net = nn.Sequential(nn.GaussianNoise(0.3), nn.Dense(32, init="he"), nn.relu, nn.Dense(10, init="he"))
+    step = gc.compile(gc.softmax_cross_entropy(net(x_in), y_in), optim.SGD(0.1), backend="cuda-emulator")
+    batches = _batches(4, 8)
+    step(*batches[0])
+    checkpoint.save(tmp_path / "state.npz", step.state, {})
+    after_save = [float(step(*batch)) for batch in batches[1:]]
+    checkpoint.restore(step.state, checkpoint.load(tmp_path / "state.npz"), tmp_path / "state.npz")
+    assert [float(step(*batch)) for batch in batches[1:]] == after_save

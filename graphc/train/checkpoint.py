@@ -231,8 +231,11 @@ def restore(store: Store, checkpoint: Checkpoint, source: Path) -> None:
                               f"it was edited or written by another program") from None
     store.load(checkpoint.variables)
     store.rng.bit_generator.state = rng.bit_generator.state
-    store.device_counter = (None if checkpoint.device_counter is None
-                            else np.array([checkpoint.device_counter], np.uint64))
+    if checkpoint.device_counter is not None and store.device_counter is not None:
+        store.device_counter[0] = checkpoint.device_counter  # in place: steps bound already upload this array
+    else:
+        store.device_counter = (None if checkpoint.device_counter is None
+                                else np.array([checkpoint.device_counter], np.uint64))
 
 
 def check_matches(model: Mapping[str, np.ndarray], saved: Mapping[str, np.ndarray], source: Path) -> None:
