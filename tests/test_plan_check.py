@@ -96,6 +96,23 @@ def test_the_verifier_rejects_a_view_numpy_can_only_copy(monkeypatch) -> None:
         gc.compile([gc.reshape(gc.transpose(gc.exp(p)), (6,))], name="stale_view")
 
 
+@pytest.mark.parametrize("which", ["numpy", "c", "cuda-emulator"])
+def test_a_copy_of_a_copy_of_a_fed_input_is_fresh_each_call(which, monkeypatch) -> None:
+    """A reshape NumPy can only copy, of a transpose of another such copy of a fed input: both are
+    made in every call, so the plan is right and the verifier must accept it (it once said stale)."""
+    monkeypatch.setenv("GRAPHC_VERIFY_PLAN", "1")
+    x = gc.input("x", (1, 3), dtype="float64")
+    wide = gc.broadcast_to(x, (3, 3, 3))
+    turned = gc.transpose(gc.reshape(wide, (3, 9)))
+    step = compile_on(which, {"flat": gc.reshape(turned, (27,)) * 1.0, "sum": gc.sum(turned)}, monkeypatch,
+                      name=f"fresh_copies_{which.replace('-', '_')}")
+    for value in ([[1.0, 2.0, 3.0]], [[-4.0, 0.5, 7.0]]):
+        expected = np.broadcast_to(np.array(value), (3, 3, 3)).reshape(3, 9).T
+        out = step(x=np.array(value))
+        np.testing.assert_array_equal(out["flat"], expected.reshape(27))
+        assert out["sum"] == expected.sum()
+
+
 def test_the_verifier_runs_on_compiles_when_asked(monkeypatch) -> None:
     calls = []
     monkeypatch.setattr(plan_check, "verify", lambda program, plan: calls.append(program.name) or True)

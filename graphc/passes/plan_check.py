@@ -257,9 +257,10 @@ class _Replay:
         view = self.viewed(node, source.addresses)
         self.content[node] = self.viewed(node, self.content[node.inputs[0]])
         if view.size and not np.may_share_memory(view, self.base[source.memory]):
-            # NumPy could not view it: it copied.  Of a fed array that is a fresh copy each call;
-            # of anything else it is made once, when the step is bound, and goes stale.
-            if source.memory[0] != "input":
+            # NumPy could not view it: it copied.  Of a fed array, or of such a fresh copy, that is
+            # a fresh copy each call; of anything else it is made once, when the step is bound,
+            # and goes stale.
+            if source.memory[0] not in ("input", "fresh"):
                 raise PlanError(f"{self.describe(node)} is planned as a view, but NumPy can only copy it: the "
                                 f"copy, made when the step is bound, would keep {_memory_name(source.memory)}'s "
                                 f"old values")
