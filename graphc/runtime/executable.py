@@ -26,5 +26,6 @@ class Executable(Protocol):
     def bind(self, variables: Sequence[np.ndarray], arenas: Sequence[np.ndarray], symbols: dict[str, int],
              store: Any) -> StepFunction:
         """The step function for one set of symbol sizes.  ``variables`` and ``arenas`` are the
-        store's host arrays; after each call the step's updates are in them."""
+        store's host arrays.  A CPU step writes its updates into them; a device step may keep its
+        updates on the device and mark itself ``store.ahead``, and the store fetches them when read."""
         ...
