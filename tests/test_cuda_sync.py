@@ -29,11 +29,6 @@ pytestmark = pytest.mark.skipif(emulator.host_compiler() is None, reason="no C++
 
 MAX_SEEDS = 200
 SYNCHRONIZING = {"record", "wait_event", "wait_stream", "synchronize"}
-# Deletions CUDA does not notice.  Capture records what is issued after it begins, and the graph's
-# launches are ordered after the stream's earlier work, so the stream need not be idle when a
-# capture begins: no result depends on this synchronize (strict: a stand-in that fails without it
-# turns this into an unexpected pass, to be looked at).
-EQUIVALENT = {("cupy_device", "capture: self.stream.synchronize()")}
 
 
 def _sync_calls(module: types.ModuleType) -> list[tuple[int, int, str]]:
@@ -127,8 +122,7 @@ def _cases() -> Iterator[Any]:
     for module in (cupy_device, binding):
         name = module.__name__.rsplit(".", 1)[1]
         for first, last, text in _sync_calls(module):
-            marks = [pytest.mark.xfail(strict=True, reason="CUDA does not need it")] if (name, text) in EQUIVALENT else []
-            yield pytest.param(module, first, last, id=f"{name}:{first}: {text}", marks=marks)
+            yield pytest.param(module, first, last, id=f"{name}:{first}: {text}")
 
 
 def test_the_runtime_has_the_synchronization_calls_this_file_deletes() -> None:

@@ -132,7 +132,8 @@ class CupyDevice:
                 call()
         if not self.graphs:
             return one_by_one
-        self.stream.synchronize()
+        # No synchronize first: a capture records only what is issued after it begins, and the
+        # graph's launches are ordered after the stream's earlier work (the uploads).
         self.stream.begin_capture()
         try:
             one_by_one()
