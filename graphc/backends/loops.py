@@ -153,16 +153,29 @@ def elementwise(target: Target, members: Sequence[Node], inputs: Sequence[Node],
     return before, _nested(target, shape, body)
 
 
+def accumulator(op: str, dtype: str) -> str:
+    """The C type a sum or max of ``dtype`` values accumulates in: float sums in double, integer sums
+    in int64, a max in the values' own type."""
+    if op == "sum":
+        return "double" if dtype in ("float32", "float64") else "int64_t"
+    return C_TYPES[dtype]
+
+
+def combination(op: str, a: str, b: str) -> str:
+    """Two partial sums or maxima combined.  In a max NaN wins, as in NumPy (the sum of a NaN and
+    anything is NaN)."""
+    if op == "sum":
+        return f"{a} + {b}"
+    return f"({a} != {a} || {b} != {b}) ? ({a} + {b}) : ({b} > {a} ? {b} : {a})"
+
+
 def accumulation(op: str, dtype: str, acc: str, value: str, index: str) -> tuple[str, str]:
     """A sum or max over a loop with index ``index`` from 0: the accumulator's declaration, and the
-    statement that takes in ``value``.  Float sums accumulate in double; in a max NaN wins, as in
-    NumPy (the sum of a NaN and anything is NaN)."""
-    t = C_TYPES[dtype]
+    statement that takes in ``value`` (see :func:`accumulator` and :func:`combination`)."""
+    wide = accumulator(op, dtype)
     if op == "sum":
-        wide = "double" if dtype in ("float32", "float64") else "int64_t"
         return f"{wide} {acc} = 0;", f"{acc} += ({wide}){value};"
-    return (f"{t} {acc} = 0;", f"const {t} x = {value}; {acc} = ({index} == 0) ? x : "
-                               f"({acc} != {acc} || x != x) ? ({acc} + x) : (x > {acc} ? x : {acc});")
+    return f"{wide} {acc} = 0;", f"const {wide} x = {value}; {acc} = ({index} == 0) ? x : {combination(op, acc, 'x')};"
 
 
 def one_hot_value(dtype: str, label: str, column: str) -> str:

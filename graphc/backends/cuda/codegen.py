@@ -13,7 +13,8 @@ the GPU adds is only how each node runs:
 * ``matmul`` is a cuBLAS GEMM, with a transposed operand passed as a flag;
 * ``sum`` over the leading or trailing axes of a contiguous array (bias
   gradients, the batch mean) is a GEMM against a vector of ones; other
-  reductions are a kernel with one thread per output;
+  reductions are a kernel with a block per output where each output sums many
+  elements (or a number that depends on the batch), else one thread per output;
 * ``one_hot``, ``normal`` and ``uniform`` are kernels; random numbers come from
   Philox, keyed by the op and counted by a step counter on the device;
 * a one-element elementwise value (a step counter, a bias correction, a
@@ -35,7 +36,8 @@ import numpy as np
 from graphc.lowering.c_expressions import C_TYPES, expression, literal, supports
 from graphc.lowering.cuda_rules import CudaRule
 from graphc.backends import loops, row_groups
-from graphc.backends.cuda.kernels import INDEX, PRELUDE, RNG_ADVANCE, KernelText, axis_indices, offset
+from graphc.backends.cuda.kernels import (BLOCK, INDEX, PRELUDE, RNG_ADVANCE, WARP, KernelText, axis_indices,
+                                         block_reduction, offset)
 from graphc.backends.cuda.device_program import (Copy, DeviceProgram, Gemm, Launch, Region, Size, View,
                                           row_major_strides)
 from graphc.errors import DistributedError
@@ -51,6 +53,7 @@ from graphc.ir.shapes import Shape
 
 VARIABLE_KINDS = ("variable", "arena")
 GEMM_SUM_MIN = 64  # reduce by GEMM against ones from this many summed elements on
+BLOCK_REDUCE_MIN = WARP  # a block per output from this many reduced elements on (or a symbolic count)
 INLINE_MAX = 4000  # characters: a scalar whose inline expression is longer is stored instead
 
 
@@ -215,14 +218,17 @@ class _Lowering:
         return KernelText(f"{self.prefix}_k{len(self.kernels)}_{kind}")
 
     def add_kernel(self, text: KernelText, loop: list[str], count: Size, nodes: tuple, note: str,
-                   reads_first: bool = False) -> None:
-        """Add the launch of a written kernel.  ``reads_first``: each thread reads all it reads before
-        it writes, so the kernel's own writes cannot change an operand of a scalar it computes inline."""
+                   reads_first: bool = False, per_block: Sequence[str] = ()) -> None:
+        """Add the launch of a written kernel over ``count`` outputs.  ``reads_first``: each thread reads
+        all it reads before it writes, so the kernel's own writes cannot change an operand of a scalar it
+        computes inline.  ``per_block``: a block per output, these its declarations (the launch asks for
+        a block's worth of threads per output, so the grid has a block per output up to its limit)."""
         written = text.written_regions()
         self._check_inline_reads(text, set() if reads_first else written)
-        self.kernels.append(text.source(loop, note))
+        self.kernels.append(text.source(loop, note, per_block))
         self.kernel_names.append(text.name)
-        self.append(Launch(text.name, count, text.launch_args(count), nodes, note), written)
+        threads = count * Size(BLOCK) if per_block else count
+        self.append(Launch(text.name, threads, text.launch_args(count), nodes, note), written)
 
     def append(self, step: object, written: set[str]) -> None:
         self.steps.append(step)
@@ -332,6 +338,8 @@ class _Lowering:
         self.gemm(a, b, self.view(node), (node,), self.comment(node))
 
     def reduce(self, node: Node) -> None:
+        """A sum or max: a GEMM against ones where that fits, else a kernel over the outputs, with a block
+        per output where each sums many elements (or a batch-sized number of them)."""
         source = node.inputs[0]
         axes = tuple(node.attrs["axes"])
         if node.op == "sum" and self._sum_by_gemm(self.view(source), axes, node):
@@ -340,20 +348,25 @@ class _Lowering:
         shape = source.shape
         kept = [a for a in range(len(shape)) if a not in axes]
         view = self.view(source)
-        out = self.view(node)
         kept_shape = tuple(shape[a] for a in kept)
         red_shape = tuple(shape[a] for a in axes)
-        loop = axis_indices(kept_shape, set(range(len(kept))), text, "i")
-        loop += axis_indices(red_shape, set(range(len(axes))), text, "r")
+        outputs, summed = Size.of(kept_shape), Size.of(red_shape)
+        kept_indices = axis_indices(kept_shape, set(range(len(kept))), text, "i")
+        element_indices = axis_indices(red_shape, set(range(len(axes))), text, "r")
         terms = [f"i{j} * {text.size(view.strides[a])}" for j, a in enumerate(kept)]
         terms += [f"r{j} * {text.size(view.strides[a])}" for j, a in enumerate(axes)]
-        t = C_TYPES[node.dtype]
         element = f"{text.pointer(view, writes=False)}[{' + '.join(terms) or '0'}]"
-        declare, update = loops.accumulation(node.op, node.dtype, "acc", element, "r")
-        inner = [*loop[len(kept):], update]
-        body = [*loop[:len(kept)], declare, *loops.counted(INDEX, "r", text.size(Size.of(red_shape)), inner),
-                loops.store(f"{text.pointer(out, writes=True)}[i]", f"({t})acc")]
-        self.add_kernel(text, body, Size.of(kept_shape), (node,), self.comment(node))
+        out = f"{text.pointer(self.view(node), writes=True)}[i]"
+        if summed.static and summed.const < BLOCK_REDUCE_MIN:
+            declare, update = loops.accumulation(node.op, node.dtype, "acc", element, "r")
+            body = [*kept_indices, declare,
+                    *loops.counted(INDEX, "r", text.size(summed), [*element_indices, update]),
+                    loops.store(out, f"({C_TYPES[node.dtype]})acc")]
+            self.add_kernel(text, body, outputs, (node,), self.comment(node))
+            return
+        declarations, body = block_reduction(node.op, node.dtype, element, text.size(summed), element_indices, out)
+        self.add_kernel(text, [*kept_indices, *body], outputs, (node,), self.comment(node) + "  (a block per output)",
+                        per_block=declarations)
 
     def _sum_by_gemm(self, x: View, axes: tuple, node: Node) -> bool:
         """A sum over leading or trailing axes of a contiguous float array, as a GEMM against ones."""

@@ -4,10 +4,16 @@ The emulator executes the very :class:`DeviceProgram` the GPU runs: the same
 arena layout, launches, GEMM calls (with cuBLAS's column-major conventions and
 transpose flags) and copies.  Only the kernels are compiled by the host C++
 compiler instead of NVRTC, through a small shim header that makes ``blockIdx``,
-``threadIdx``, ``blockDim`` and ``gridDim`` ordinary variables; each launch
-loops over every block and thread of its grid.  That is faithful for kernels
-whose threads never wait for each other, which is how the code generator
-writes all of them (no shared memory, barriers or warp shuffles).
+``threadIdx``, ``blockDim`` and ``gridDim`` ordinary variables.  A launch of a
+kernel whose threads never wait for each other loops over every block and
+thread of its grid, each thread run to completion.  A kernel that uses
+``__syncthreads()`` or ``__shfl_down_sync`` (the block reductions) runs each
+block's threads as fibers (``ucontext``) under a scheduler: each thread runs
+until it waits at a barrier or a shuffle, or ends; when every thread of the
+block waits at ``__syncthreads()``, or every lane of a warp at a shuffle, they
+go on.  Shared arrays are static, shared by the block's fibers.  Threads that
+can never all meet (some wait at a barrier that others have left, or have
+ended) are a fault in CUDA; here the launch reports it.
 """
 from __future__ import annotations
 
@@ -39,6 +45,105 @@ struct graphc_dim3 { unsigned int x, y, z; };
 static graphc_dim3 blockIdx, threadIdx, blockDim, gridDim;
 #define __global__
 #define __device__
+#define __shared__ static
+
+// The threads of one block as fibers: each runs until it waits (at __syncthreads or a shuffle) or ends.
+#include <ucontext.h>
+#include <stdlib.h>
+#include <string.h>
+#define GRAPHC_WARP 32
+#define GRAPHC_MAX_THREADS 1024
+#define GRAPHC_STACK (64 * 1024)
+enum { GRAPHC_RUNS, GRAPHC_AT_BARRIER, GRAPHC_AT_SHUFFLE, GRAPHC_ENDED };
+struct graphc_fiber { ucontext_t context; int state; unsigned int parity; };
+static graphc_fiber graphc_fibers[GRAPHC_MAX_THREADS];
+static char *graphc_stacks;
+static ucontext_t graphc_scheduler;
+static unsigned int graphc_current;
+static void (*graphc_body)(void **);
+static void **graphc_args;
+// A shuffle's values, in two sets used in turn: a lane may write its next value before a slower
+// lane has read the previous one, never two shuffles ahead (each shuffle waits for the whole warp).
+static unsigned char graphc_exchange[2][GRAPHC_MAX_THREADS][8];
+
+static void graphc_wait(int state) {
+    graphc_fiber *fiber = &graphc_fibers[graphc_current];
+    fiber->state = state;
+    swapcontext(&fiber->context, &graphc_scheduler);
+}
+
+static void __syncthreads() { graphc_wait(GRAPHC_AT_BARRIER); }
+
+template <typename T> static T __shfl_down_sync(unsigned int mask, T value, unsigned int delta) {
+    const unsigned int t = threadIdx.x, set = graphc_fibers[t].parity;
+    graphc_fibers[t].parity ^= 1;
+    memcpy(graphc_exchange[set][t], &value, sizeof(T));
+    graphc_wait(GRAPHC_AT_SHUFFLE);
+    if (t % GRAPHC_WARP + delta >= GRAPHC_WARP || t + delta >= blockDim.x) return value;
+    T other;
+    memcpy(&other, graphc_exchange[set][t + delta], sizeof(T));
+    return other;
+}
+
+static void graphc_entry() {
+    graphc_body(graphc_args);
+    graphc_fibers[graphc_current].state = GRAPHC_ENDED;
+}
+
+// Lets the waiting threads go on: a warp whose lanes all wait at a shuffle, else the whole block when
+// every thread waits at the barrier.  Returns 0 when none can: all ended, or a fault.
+static int graphc_release(unsigned int threads, int *fault) {
+    int released = 0, at_barrier = 0, ended = 0;
+    for (unsigned int w = 0; w < threads; w += GRAPHC_WARP) {
+        const unsigned int end = w + GRAPHC_WARP < threads ? w + GRAPHC_WARP : threads;
+        int all = 1;
+        for (unsigned int t = w; t < end; t++) all &= graphc_fibers[t].state == GRAPHC_AT_SHUFFLE;
+        if (all) {
+            for (unsigned int t = w; t < end; t++) graphc_fibers[t].state = GRAPHC_RUNS;
+            released = 1;
+        }
+    }
+    if (released) return 1;
+    for (unsigned int t = 0; t < threads; t++) {
+        at_barrier += graphc_fibers[t].state == GRAPHC_AT_BARRIER;
+        ended += graphc_fibers[t].state == GRAPHC_ENDED;
+    }
+    if (at_barrier == (int)threads) {
+        for (unsigned int t = 0; t < threads; t++) graphc_fibers[t].state = GRAPHC_RUNS;
+        return 1;
+    }
+    *fault = ended != (int)threads;
+    return 0;
+}
+
+// One block of a kernel that synchronizes: its threads as fibers, run in turn until each waits or ends.
+static int graphc_run_block(unsigned int threads, void (*body)(void **), void **args) {
+    if (threads > GRAPHC_MAX_THREADS || threads % GRAPHC_WARP) return 1;
+    if (!graphc_stacks) graphc_stacks = (char *)malloc((size_t)GRAPHC_MAX_THREADS * GRAPHC_STACK);
+    if (!graphc_stacks) return 1;
+    graphc_body = body;
+    graphc_args = args;
+    for (unsigned int t = 0; t < threads; t++) {
+        graphc_fiber *fiber = &graphc_fibers[t];
+        getcontext(&fiber->context);
+        fiber->context.uc_stack.ss_sp = graphc_stacks + (size_t)t * GRAPHC_STACK;
+        fiber->context.uc_stack.ss_size = GRAPHC_STACK;
+        fiber->context.uc_link = &graphc_scheduler;
+        makecontext(&fiber->context, graphc_entry, 0);
+        fiber->state = GRAPHC_RUNS;
+        fiber->parity = 0;
+    }
+    int fault = 0;
+    do {
+        for (unsigned int t = 0; t < threads; t++) {
+            if (graphc_fibers[t].state != GRAPHC_RUNS) continue;
+            graphc_current = t;
+            threadIdx.x = t;
+            swapcontext(&graphc_scheduler, &graphc_fibers[t].context);
+        }
+    } while (graphc_release(threads, &fault));
+    return fault;
+}
 """
 # The GPU's float rules, as near as the host comes: multiply-adds contracted into FMA where the CPU has
 # it (NVRTC contracts them too), and subnormals flushed to zero in every launch (CuPy compiles with
@@ -46,6 +151,8 @@ static graphc_dim3 blockIdx, threadIdx, blockDim, gridDim;
 # backend the way the GPU does, and the tests' tolerances must allow for it.
 FLAGS = ["-O2", "-march=native", "-fno-math-errno", "-ffp-contract=fast", "-shared", "-fPIC", "-x", "c++"]
 _SIGNATURE = re.compile(r'extern "C" __global__ void (\w+)\(([^)]*)\)')
+_KERNEL = re.compile(r'extern "C" __global__ void (\w+)\(([^)]*)\)(.*?)(?=extern "C"|\Z)', re.DOTALL)
+_SYNCHRONIZES = re.compile(r"__syncthreads|__shfl_")
 
 
 def host_compiler() -> Optional[str]:
@@ -55,20 +162,31 @@ def host_compiler() -> Optional[str]:
 
 def launchers(translation_unit: str) -> str:
     """For each kernel, ``launch_<name>(blocks, threads, args)``: args points at each parameter's value,
-    as cuLaunchKernel takes them."""
+    as cuLaunchKernel takes them.  It returns nonzero where the threads of a block could not all meet at
+    a barrier or shuffle (or the block is not whole warps, of at most 1024 threads)."""
     out = []
-    for name, params in _SIGNATURE.findall(translation_unit):
+    for name, params, body in _KERNEL.findall(translation_unit):
         types = [re.sub(r"\s*\w+$", "", p.strip()) for p in params.split(",") if p.strip()]
         values = ", ".join(f"*({t} *)args[{k}]" for k, t in enumerate(types))
-        out.append(f'extern "C" void launch_{name}(unsigned int blocks, unsigned int threads, void **args) {{\n'
-                   f"    FLUSH_SUBNORMALS_BEGIN\n"
-                   f"    gridDim.x = blocks; blockDim.x = threads; gridDim.y = gridDim.z = blockDim.y = blockDim.z = 1;\n"
-                   f"    for (unsigned int b = 0; b < blocks; b++)\n"
-                   f"        for (unsigned int t = 0; t < threads; t++) {{\n"
-                   f"            blockIdx.x = b; threadIdx.x = t;\n"
-                   f"            {name}({values});\n"
-                   f"        }}\n"
-                   f"    FLUSH_SUBNORMALS_END\n}}")
+        head = (f'extern "C" int launch_{name}(unsigned int blocks, unsigned int threads, void **args) {{\n'
+                f"    FLUSH_SUBNORMALS_BEGIN\n"
+                f"    gridDim.x = blocks; blockDim.x = threads; gridDim.y = gridDim.z = blockDim.y = blockDim.z = 1;\n"
+                f"    int fault = 0;\n")
+        if _SYNCHRONIZES.search(body):
+            out.append(f"static void body_{name}(void **args) {{ {name}({values}); }}\n\n" + head +
+                       f"    for (unsigned int b = 0; b < blocks && !fault; b++) {{\n"
+                       f"        blockIdx.x = b;\n"
+                       f"        fault = graphc_run_block(threads, body_{name}, args);\n"
+                       f"    }}\n"
+                       f"    FLUSH_SUBNORMALS_END\n    return fault;\n}}")
+        else:
+            out.append(head +
+                       f"    for (unsigned int b = 0; b < blocks; b++)\n"
+                       f"        for (unsigned int t = 0; t < threads; t++) {{\n"
+                       f"            blockIdx.x = b; threadIdx.x = t;\n"
+                       f"            {name}({values});\n"
+                       f"        }}\n"
+                       f"    FLUSH_SUBNORMALS_END\n    return fault;\n}}")
     return "\n\n".join(out)
 
 
@@ -104,7 +222,7 @@ def _compile(translation_unit: str) -> SimpleNamespace:
         raise GraphcError(f"the emulator could not build the CUDA program: {exc.diagnostics[:2000]} "
                           f"(kernel cache {native.cache_dir()})") from None
     for function in functions.values():
-        function.argtypes, function.restype = [ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p], None
+        function.argtypes, function.restype = [ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p], ctypes.c_int
     return SimpleNamespace(**functions)
 
 
@@ -134,7 +252,9 @@ class EmulatedDevice:
         fn = getattr(self.library, f"launch_{kernel}")
 
         def call() -> None:
-            fn(blocks, threads, table)
+            if fn(blocks, threads, table):
+                raise GraphcError(f"kernel {kernel}: the threads of a block could not all meet at a barrier or "
+                                  f"shuffle (or {threads} threads are not whole warps of at most 1024)")
         call.keep = (values, table)  # type: ignore[attr-defined]
         return call
 

@@ -1,11 +1,14 @@
 """CUDA kernel source: the translation unit's prelude and the kernel skeletons.
 
-Every kernel is a grid-stride loop over its output elements with no shared
-memory, no barriers and no warp shuffles: each element (or each reduced
-output) is computed by one thread from global memory alone.  That is what lets
-the CPU emulator run a kernel by looping over ``blockIdx`` and ``threadIdx``
-(see :mod:`graphc.backends.cuda.emulator`), and for this project's shapes the
-work that matters (the GEMMs) is in cuBLAS anyway.
+Most kernels are a grid-stride loop over their output elements, each element
+computed by one thread from global memory alone.  A reduction of many elements
+per output is a block-stride loop instead: a block per output, whose threads
+each accumulate a strided share of the elements, then combine their partials
+by warp shuffles and a shared array of one partial per warp
+(:func:`block_reduction`).  The order of every combination is fixed by the
+block size alone, so results do not vary from run to run.  The CPU emulator
+runs the threads of a block as cooperating fibers for those kernels (see
+:mod:`graphc.backends.cuda.emulator`).
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ from graphc.ir.shapes import Shape
 BLOCK = 256
 MAX_BLOCKS = 4096  # the grid-stride loop covers the rest
 INDEX = "long long"  # the type of a kernel's indices
+WARP = 32
 
 # int32_t and friends come from <stdint.h> under nvcc and the host compiler; NVRTC (CuPy's
 # compiler) has no standard headers, so they are defined here, as are an infinity and a NaN,
@@ -113,14 +117,16 @@ class KernelText:
         size = Size.of(dims)
         return None if size == Size() else self.size(size)
 
-    def source(self, loop: Sequence[str], comment: str = "") -> str:
-        """The kernel: ``loop`` runs once for each i in [0, n)."""
+    def source(self, loop: Sequence[str], comment: str = "", per_block: Sequence[str] = ()) -> str:
+        """The kernel: ``loop`` runs once for each i in [0, n), by one thread; with ``per_block`` (the
+        block's declarations, such as its shared arrays) by every thread of one block together."""
         params = ["const long long n"] + [f"const long long {symbol_param(s)}" for s in sorted(self.symbols)]
         for view, name in zip(self.views, self.pointers.values()):
             const = "" if name in self.written else "const "
             params.append(f"{const}{C_TYPES[view.dtype]} *{name}")
         head = f'extern "C" __global__ void {self.name}({", ".join(params)})'
-        kernel = loops.function(head, loops.grid_stride(INDEX, loop))
+        body = [*per_block, *block_stride(loop)] if per_block else loops.grid_stride(INDEX, loop)
+        kernel = loops.function(head, body)
         return f"// {comment}\n{kernel}" if comment else kernel
 
     def launch_args(self, count: Size) -> tuple:
@@ -145,3 +151,49 @@ def offset(view: View, loop_shape: Shape, text: KernelText, flat: str = "i") -> 
         used.add(lead + a)
         terms.append(f"{flat}{lead + a}" + ("" if stride == Size() else f" * {text.size(stride)}"))
     return (" + ".join(terms) or "0"), used
+
+
+def block_stride(body: Sequence[str]) -> list[str]:
+    """``body`` once for each i in [0, n), a block each: every thread of the block runs it for the same i."""
+    return [f"for ({INDEX} i = blockIdx.x; i < n; i += gridDim.x) {{", *(loops.INDENT + line for line in body), "}"]
+
+
+def _max_identity(dtype: str) -> str:
+    """The value every element is at least: the partial maximum of a thread that has read none."""
+    return {"float32": "(-GRAPHC_INF_F)", "float64": "(-GRAPHC_INF)", "int32": "(-2147483647 - 1)",
+            "int64": "(-9223372036854775807LL - 1)"}.get(dtype, "0")
+
+
+def block_reduction(op: str, dtype: str, element: str, count: str, element_indices: Sequence[str],
+                    out: str) -> tuple[list[str], list[str]]:
+    """A sum or max of ``count`` elements by the whole block, stored to ``out`` by thread 0: the block's
+    declarations, and the body for one output (the elements at r in [0, count), ``element_indices``
+    defining what ``element`` needs from r).  The block size must be whole warps.
+
+    Thread t accumulates elements t, t + blockDim.x, ... by the one-thread rule
+    (:func:`graphc.backends.loops.accumulation`: float sums in double, NaN wins a max); each warp
+    combines its lanes' partials by shuffles, halving the distance; warp 0 combines the warps'
+    partials the same way."""
+    acc = loops.accumulator(op, dtype)
+    moved = "int" if acc == "unsigned char" else acc  # a shuffle moves 32 or 64 bits
+    identity = "0" if op == "sum" else _max_identity(dtype)
+    declare, update = loops.accumulation(op, dtype, "acc", element, "k")
+    shuffle = [f"for (int d = {WARP // 2}; d > 0; d /= 2) {{",
+               f"{loops.INDENT}const {acc} other = ({acc})__shfl_down_sync(0xffffffffu, ({moved})acc, d);",
+               f"{loops.INDENT}acc = {loops.combination(op, 'acc', 'other')};", "}"]
+    declarations = [f"__shared__ {acc} partial[{WARP}];  // one per warp"]
+    body = [declare,
+            f"for ({INDEX} k = 0, r = threadIdx.x; r < {count}; k++, r += blockDim.x) {{",
+            *(loops.INDENT + line for line in element_indices),
+            loops.INDENT + update, "}"]
+    if op != "sum":
+        body.append(f"if (threadIdx.x >= {count}) acc = {identity};  // read no element")
+    body += [*shuffle,
+             f"if (threadIdx.x % {WARP} == 0) partial[threadIdx.x / {WARP}] = acc;",
+             "__syncthreads();",
+             f"if (threadIdx.x < {WARP}) {{",
+             f"{loops.INDENT}acc = threadIdx.x < blockDim.x / {WARP} ? partial[threadIdx.x] : ({acc}){identity};",
+             *(loops.INDENT + line for line in shuffle),
+             f"{loops.INDENT}if (threadIdx.x == 0) {loops.store(out, f'({C_TYPES[dtype]})acc')}", "}",
+             "__syncthreads();  // partial is written again for the next output"]
+    return declarations, body
