@@ -93,9 +93,10 @@ class _Lowering:
 
     def _inline_scalars(self, stored: frozenset) -> set[Node]:
         """The one-element elementwise values computed where they are read: lone ops and whole fused
-        groups of them, except those in ``stored`` and those whose place others read as their own
-        (a variable updated in place, a piece of a packed gradient or of a concat)."""
-        in_place = {self.program.updates[v] for v in self.plan.in_place_updates}
+        groups of them, except those in ``stored`` and those whose place others read as their own (a
+        piece of a packed gradient or of a concat).  A new value the plan put in its variable's place
+        is among them: the scalar kernel stores it there at the end, and until then every reader
+        computes it from the old value."""
         chosen: set[Node] = set()
         for node in self.plan.schedule:
             group = self.group_of.get(node)
@@ -103,7 +104,7 @@ class _Lowering:
             if node is not unit[-1]:
                 continue
             if all(supports(m.op) and not is_view(m.op) and one_element(m) and m not in stored
-                   and m not in in_place and not isinstance(self.plan.place.get(m), Piece)
+                   and not isinstance(self.plan.place.get(m), Piece)
                    and m not in self.plan.arena_views for m in unit):
                 chosen.update(unit)
         return chosen
@@ -544,10 +545,10 @@ class _Lowering:
             outputs.append((name, view))
         pending = []
         for var, new in self.program.updates.items():
-            if var in self.plan.in_place_updates:
-                continue
             if self.computed_inline(new):
                 scalars.append((self.views[var], new))
+                continue
+            if var in self.plan.in_place_updates:
                 continue
             source = self.view(new) if new.op not in ("numel", "constant") else None
             if source is not None and self.regions[source.region].kind in VARIABLE_KINDS:
