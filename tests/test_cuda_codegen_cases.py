@@ -13,6 +13,8 @@ import pytest
 import graphc as gc
 from graphc import backends
 from graphc.backends.cuda import emulator
+from graphc.backends.cuda.binding import layout
+from graphc.backends.cuda.codegen import lower
 from graphc.compiler import pipeline
 from graphc.ir.program import Program
 from graphc.runtime.store import Store
@@ -119,3 +121,16 @@ def test_integer_sums_are_not_sent_to_cublas() -> None:
     assert " 0 cuBLAS GEMMs," in step.show("source")
     floats = gc.compile(gc.sum(gc.cast(x, "float32"), axis=0), backend="cuda-emulator")
     assert " 1 cuBLAS GEMMs," in floats.show("source")  # the float sum of as many rows is one
+
+
+def test_every_region_of_the_arena_starts_on_a_256_byte_boundary_and_none_overlap() -> None:
+    """cuBLAS and vector loads want aligned operands; regions of odd sizes must not shift the next."""
+    x = gc.input("x", (None, 3), "float32")
+    w = gc.param("w", (3, 5), dtype="float32")
+    program = Program("p", {"out": gc.sum(gc.tanh(x @ w) * 3.0, axis=1), "n": gc.numel(x, 0, "float32")})
+    device = lower(program, pipeline.place(program, backends.get("cuda-emulator"), True))
+    offsets, total = layout(device, {"N": 7})
+    ends = sorted((offsets[name], offsets[name] + region.size.resolve({"N": 7}) * np.dtype(region.dtype).itemsize)
+                  for name, region in device.regions.items())
+    assert len(ends) > 3 and all(start % 256 == 0 for start, _ in ends)
+    assert all(end <= next_start for (_, end), (next_start, _) in zip(ends, ends[1:])) and ends[-1][1] <= total
