@@ -153,3 +153,16 @@ def test_libcublas_resolves_every_entry_point_in_a_fresh_process() -> None:
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "libcublas.so" in result.stdout and result.stdout.strip().endswith("[]"), result.stdout
+
+
+def test_without_the_finder_libcublas_comes_from_the_dynamic_linker_or_a_clear_error(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from graphc.backends.cuda import cublas
+    from graphc.errors import GraphcError
+    monkeypatch.setitem(sys.modules, "cuda", None)  # as if the finder (cuda.pathfinder) were not installed
+    linked = object()
+    monkeypatch.setattr(cublas, "_linked", lambda: linked)
+    assert cublas._library() is linked
+    monkeypatch.setattr(cublas, "_linked", lambda: None)
+    with pytest.raises(GraphcError, match=r"libcublas was not found; pip install 'graphc\[cuda\]' brings it"):
+        cublas._library()
