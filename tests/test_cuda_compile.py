@@ -166,3 +166,32 @@ def test_without_the_finder_libcublas_comes_from_the_dynamic_linker_or_a_clear_e
     monkeypatch.setattr(cublas, "_linked", lambda: None)
     with pytest.raises(GraphcError, match=r"libcublas was not found; pip install 'graphc\[cuda\]' brings it"):
         cublas._library()
+
+
+def test_a_finder_that_fails_falls_back_to_the_dynamic_linker_or_names_its_error(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import types
+    from graphc.backends.cuda import cublas
+    from graphc.errors import GraphcError
+
+    def refuse(name: str) -> None:
+        raise RuntimeError("no cublas in these wheels")
+    finder = types.ModuleType("cuda")
+    finder.pathfinder = types.SimpleNamespace(load_nvidia_dynamic_lib=refuse)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "cuda", finder)
+    linked = object()
+    monkeypatch.setattr(cublas, "_linked", lambda: linked)
+    assert cublas._library() is linked
+    monkeypatch.setattr(cublas, "_linked", lambda: None)
+    with pytest.raises(GraphcError, match=r"libcublas was not found \(no cublas in these wheels\)"):
+        cublas._library()
+
+
+@pytest.mark.parametrize("status, name", [(7, "CUBLAS_STATUS_INVALID_VALUE"), (13, "CUBLAS_STATUS_EXECUTION_FAILED"),
+                                          (99, "an unknown status")])
+def test_a_cublas_status_is_named(status: int, name: str) -> None:
+    from graphc.backends.cuda import cublas
+    from graphc.errors import GraphcError
+    with pytest.raises(GraphcError, match=rf"gemm failed with cuBLAS status {status} \({name}\)"):
+        cublas.Cublas._check(status, "gemm")
+    cublas.Cublas._check(0, "gemm")
