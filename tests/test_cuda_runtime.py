@@ -180,6 +180,16 @@ def test_a_cublas_failure_during_capture_is_named_and_the_step_runs_one_by_one(
     assert stand_in.replays == 0  # launched one by one from then on
 
 
+def test_array_constants_reach_the_device_before_the_first_step(stand_in: StandIn) -> None:
+    x = gc.input("x", (None, 3), "float32")
+    scale = gc.constant(np.array([0.5, -2.0, 4.0], np.float32))
+    out = gc.sum(x * scale + gc.constant(np.array([1.0, 2.0, 3.0], np.float32)), axis=1)
+    gpu, cpu = gc.compile(out, backend="cupy"), gc.compile(out, backend="numpy")
+    value = np.arange(6, dtype=np.float32).reshape(2, 3)
+    for _ in range(2):
+        np.testing.assert_array_equal(gpu(x=value), cpu(x=value))
+
+
 def test_a_batch_of_no_rows_gives_what_numpy_gives(stand_in: StandIn) -> None:
     """cuBLAS refuses a leading dimension of 0: a GEMM with no output is skipped, and every
     leading dimension is at least 1."""
