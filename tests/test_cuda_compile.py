@@ -13,6 +13,7 @@ import hashlib
 import shutil
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -155,35 +156,28 @@ def test_libcublas_resolves_every_entry_point_in_a_fresh_process() -> None:
     assert "libcublas.so" in result.stdout and result.stdout.strip().endswith("[]"), result.stdout
 
 
-def test_without_the_finder_libcublas_comes_from_the_dynamic_linker_or_a_clear_error(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    from graphc.backends.cuda import cublas
-    from graphc.errors import GraphcError
-    monkeypatch.setitem(sys.modules, "cuda", None)  # as if the finder (cuda.pathfinder) were not installed
-    linked = object()
-    monkeypatch.setattr(cublas, "_linked", lambda: linked)
-    assert cublas._library() is linked
-    monkeypatch.setattr(cublas, "_linked", lambda: None)
-    with pytest.raises(GraphcError, match=r"libcublas was not found; pip install 'graphc\[cuda\]' brings it"):
-        cublas._library()
-
-
-def test_a_finder_that_fails_falls_back_to_the_dynamic_linker_or_names_its_error(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    import types
-    from graphc.backends.cuda import cublas
-    from graphc.errors import GraphcError
-
+def _failing_finder() -> types.ModuleType:
     def refuse(name: str) -> None:
         raise RuntimeError("no cublas in these wheels")
     finder = types.ModuleType("cuda")
     finder.pathfinder = types.SimpleNamespace(load_nvidia_dynamic_lib=refuse)  # type: ignore[attr-defined]
+    return finder
+
+
+@pytest.mark.parametrize("finder, error", [
+    (None, r"libcublas was not found; pip install 'graphc\[cuda\]' brings it"),  # cuda.pathfinder not installed
+    (_failing_finder(), r"libcublas was not found \(no cublas in these wheels\)"),
+])
+def test_without_a_working_finder_libcublas_comes_from_the_dynamic_linker_or_a_clear_error(
+        finder: types.ModuleType | None, error: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from graphc.backends.cuda import cublas
+    from graphc.errors import GraphcError
     monkeypatch.setitem(sys.modules, "cuda", finder)
     linked = object()
     monkeypatch.setattr(cublas, "_linked", lambda: linked)
     assert cublas._library() is linked
     monkeypatch.setattr(cublas, "_linked", lambda: None)
-    with pytest.raises(GraphcError, match=r"libcublas was not found \(no cublas in these wheels\)"):
+    with pytest.raises(GraphcError, match=error):
         cublas._library()
 
 
