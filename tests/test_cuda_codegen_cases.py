@@ -134,3 +134,18 @@ def test_every_region_of_the_arena_starts_on_a_256_byte_boundary_and_none_overla
                   for name, region in device.regions.items())
     assert len(ends) > 3 and all(start % 256 == 0 for start, _ in ends)
     assert all(end <= next_start for (_, end), (next_start, _) in zip(ends, ends[1:])) and ends[-1][1] <= total
+
+
+def test_the_device_noise_follows_the_seed() -> None:
+    """The step counter the Philox draws are keyed by starts from the store's seed: the same seed
+    draws the same noise, another seed other noise."""
+    x = gc.input("x", (64,), "float32")
+    noisy = x + gc.normal((64,), "float32")
+
+    def draws(seed: int) -> list[np.ndarray]:
+        step = gc.compile(noisy, backend="cuda-emulator", seed=seed)
+        return [step(x=np.zeros(64, np.float32)) for _ in range(2)]
+    first, again, other = draws(1), draws(1), draws(2)
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+    assert not any(np.array_equal(a, b) for a, b in zip(first, other))
